@@ -1,0 +1,2 @@
+DROP TABLE schwab_auth;
+DROP TABLE trades;

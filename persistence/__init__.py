@@ -1,0 +1,55 @@
+"""persistence: the PostgreSQL persistence layer of the arbitrage bot.
+
+    from persistence import Database, Trade
+    with Database.connect() as db:          # DATABASE_URL, else the embedded server
+        db.trades.insert(trade)
+"""
+
+from persistence.config import Settings
+from persistence.database import Database, Transaction
+from persistence.errors import (
+    AuthenticationFailed,
+    ConfigurationError,
+    Conflict,
+    DatabaseUnavailable,
+    InvalidTransition,
+    MigrationDrift,
+    MigrationError,
+    MigrationFailed,
+    MigrationLockTimeout,
+    NotFound,
+    PersistenceError,
+    ValidationError,
+)
+from persistence.models import (
+    Instruction,
+    SchwabAuth,
+    Trade,
+    TradeStatus,
+    io_ratio,
+    price_per_share_cents,
+)
+
+__all__ = [
+    "AuthenticationFailed",
+    "ConfigurationError",
+    "Conflict",
+    "Database",
+    "DatabaseUnavailable",
+    "Instruction",
+    "InvalidTransition",
+    "MigrationDrift",
+    "MigrationError",
+    "MigrationFailed",
+    "MigrationLockTimeout",
+    "NotFound",
+    "PersistenceError",
+    "SchwabAuth",
+    "Settings",
+    "Trade",
+    "TradeStatus",
+    "Transaction",
+    "ValidationError",
+    "io_ratio",
+    "price_per_share_cents",
+]

@@ -1,0 +1,89 @@
+"""Mapping of psycopg's exceptions to ours, so that none escapes the public API."""
+
+from __future__ import annotations
+
+import select
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg
+from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
+
+from persistence.config import redact
+from persistence.errors import (
+    Conflict,
+    DatabaseUnavailable,
+    PersistenceError,
+    ValidationError,
+)
+
+_VALIDATION = (
+    pg.CheckViolation,
+    pg.NotNullViolation,
+    pg.NumericValueOutOfRange,
+    pg.InvalidTextRepresentation,
+    pg.InvalidDatetimeFormat,
+    pg.StringDataRightTruncation,
+    pg.DataError,
+)
+
+
+def _describe(exc: psycopg.Error) -> str:
+    text = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+    constraint = getattr(exc.diag, "constraint_name", None) if hasattr(exc, "diag") else None
+    return f"{text} (constraint {constraint})" if constraint and constraint not in text else text
+
+
+def translate(exc: BaseException, *, acquire_timeout: float | None = None) -> PersistenceError:
+    """Our exception for a psycopg or pool exception."""
+    if isinstance(exc, PoolTimeout | TooManyRequests):
+        waited = f" within {acquire_timeout:g} s" if acquire_timeout is not None else ""
+        return DatabaseUnavailable(
+            f"no database connection became free{waited}: the pool is exhausted or the server "
+            "is down; raise PERSISTENCE_POOL_MAX_SIZE or PERSISTENCE_POOL_TIMEOUT, or find what "
+            "holds connections"
+        )
+    if isinstance(exc, pg.QueryCanceled):
+        return DatabaseUnavailable(
+            f"the statement was cancelled: {_describe(exc)}; raise PERSISTENCE_STATEMENT_TIMEOUT "
+            "if the work is legitimately slow"
+        )
+    if isinstance(exc, pg.LockNotAvailable):
+        return DatabaseUnavailable(f"a lock was not granted in time: {_describe(exc)}")
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return DatabaseUnavailable(f"the database connection failed: {_describe(exc)}")
+    if isinstance(exc, pg.UniqueViolation | pg.ExclusionViolation | pg.ForeignKeyViolation):
+        return Conflict(f"conflicts with a stored row: {_describe(exc)}")
+    if isinstance(exc, pg.SerializationFailure | pg.DeadlockDetected):
+        return Conflict(f"concurrent update, retry the transaction: {_describe(exc)}")
+    if isinstance(exc, _VALIDATION):
+        return ValidationError(f"the database refused a value: {_describe(exc)}")
+    if isinstance(exc, psycopg.Error):
+        return PersistenceError(f"database error: {_describe(exc)}")
+    raise TypeError(f"not a database error: {exc!r}")
+
+
+@contextmanager
+def translating(acquire_timeout: float | None = None) -> Iterator[None]:
+    """Re-raise psycopg and pool errors as ours; everything else passes untouched."""
+    try:
+        yield
+    except (psycopg.Error, PoolTimeout, TooManyRequests) as exc:
+        raise translate(exc, acquire_timeout=acquire_timeout) from None
+
+
+def check_idle_connection(conn: psycopg.Connection[Any]) -> None:
+    """Pool checkout check: a round trip only when the idle socket has something to read.
+
+    An idle connection's socket becomes readable when the server closes it (restart, crash,
+    ``pg_terminate_backend``) or sends a message; only then is it worth a full check, so the
+    common path adds no round trip to each operation.
+    """
+    if conn.closed:
+        raise psycopg.OperationalError("connection is closed")
+    poller = select.poll()
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        ConnectionPool.check_connection(conn)

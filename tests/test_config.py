@@ -1,0 +1,110 @@
+"""Settings and URL validation: no server needed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from persistence import ConfigurationError, Settings
+from persistence.config import ENV_VARS, redact, validate_url
+
+SECRET = "s3cr3t-Pa55"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://user@localhost:5432/db",
+        "postgres://user:pw@db.example.com/db?sslmode=require",
+        "postgresql:///db?host=/var/run/postgresql",
+        "host=localhost port=5432 dbname=db user=bot",
+    ],
+)
+def test_accepts_postgres_urls_and_keyword_strings(url: str) -> None:
+    assert validate_url(url)
+
+
+def test_sqlite_url_points_to_the_import() -> None:
+    with pytest.raises(ConfigurationError, match="import_sqlite"):
+        validate_url("sqlite:///bot.db")
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("mysql://root@localhost/db", "unsupported scheme 'mysql'"),
+        ("http://example.com", "unsupported scheme 'http'"),
+        (f"postgresql://u:{SECRET}@[::1/db", "malformed"),
+        (f"postgresql://u:{SECRET}@host:notaport/db", "invalid port"),
+        (f"postgresql://u:{SECRET}@host:70000/db", "invalid port"),
+        ("host=h dbname='unterminated", "malformed"),
+        ("postgresql://h/db?sslmode=sometimes", "unknown sslmode"),
+        ("", "empty"),
+    ],
+)
+def test_bad_urls_are_named_without_the_password(url: str, complaint: str) -> None:
+    with pytest.raises(ConfigurationError, match=complaint) as caught:
+        Settings(url=url)
+    assert SECRET not in str(caught.value)
+
+
+def test_repr_and_redact_hide_the_password() -> None:
+    settings = Settings(url=f"postgresql://bot:{SECRET}@db:5432/trades")
+    assert SECRET not in repr(settings)
+    assert "bot:***@db" in repr(settings)
+    assert SECRET not in redact(f"host=db password={SECRET} dbname=x")
+    assert SECRET not in redact(f"host=db password='{SECRET} x' dbname=x")
+
+
+def test_settings_come_from_the_environment_and_keywords_win() -> None:
+    env = {
+        "DATABASE_URL": "postgresql://a@b/c",
+        "PERSISTENCE_POOL_MIN_SIZE": "2",
+        "PERSISTENCE_POOL_MAX_SIZE": "7",
+        "PERSISTENCE_CONNECT_TIMEOUT": "3.5",
+        "PERSISTENCE_STATEMENT_TIMEOUT": "0",
+        "PERSISTENCE_APPLICATION_NAME": "bot",
+        "PERSISTENCE_SSLMODE": "require",
+        "PERSISTENCE_PREPARE_THRESHOLD": "none",
+        "PERSISTENCE_EMBEDDED": "never",
+    }
+    settings = Settings.from_env(env, max_size=9)
+    assert (settings.min_size, settings.max_size, settings.connect_timeout) == (2, 9, 3.5)
+    assert settings.statement_timeout == 0
+    assert settings.application_name == "bot"
+    assert settings.sslmode == "require"
+    assert settings.prepare_threshold is None
+    assert settings.embedded == "never"
+    assert Settings.from_env({}).url is None
+
+
+@pytest.mark.parametrize(
+    ("env", "complaint"),
+    [
+        ({"PERSISTENCE_POOL_MAX_SIZE": "many"}, "max_size must be an integer"),
+        ({"PERSISTENCE_POOL_MIN_SIZE": "5", "PERSISTENCE_POOL_MAX_SIZE": "2"}, "at least min_size"),
+        ({"PERSISTENCE_CONNECT_TIMEOUT": "0"}, "positive"),
+        ({"PERSISTENCE_SSLMODE": "maybe"}, "sslmode must be one of"),
+        ({"PERSISTENCE_EMBEDDED": "sometimes"}, "embedded must be one of"),
+        ({"PERSISTENCE_SSLROOTCERT": "/nonexistent/root.crt"}, "not a readable file"),
+        (
+            {"DATABASE_URL": "postgresql://h/db", "PERSISTENCE_SSLMODE": "verify-full"},
+            "root certificate",
+        ),
+    ],
+)
+def test_bad_settings_are_refused(env: dict[str, str], complaint: str) -> None:
+    with pytest.raises(ConfigurationError, match=complaint):
+        Settings.from_env(env)
+
+
+def test_unknown_keyword_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="unknown setting"):
+        Settings.from_env({}, pool_size=3)
+
+
+def test_env_example_lists_every_variable() -> None:
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    missing = [var for var in ENV_VARS.values() if var not in example]
+    assert missing == []

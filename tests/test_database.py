@@ -1,0 +1,164 @@
+"""The Database handle against a real server: connect, ping, close, errors, restart."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from persistence import (
+    AuthenticationFailed,
+    ConfigurationError,
+    Database,
+    DatabaseUnavailable,
+)
+
+SECRET = "N0t-The-Pa55word"
+
+
+def test_connect_runs_a_query_and_closes_twice(database_url: str) -> None:
+    db = Database.connect(database_url)
+    assert db.ping() > 0
+    with db.pool.connection() as conn:
+        zone, app = conn.execute("SELECT current_setting('TimeZone'), current_setting('application_name')").fetchone()  # type: ignore[misc]
+    assert (zone, app) == ("UTC", "persistence")
+    db.close()
+    db.close()
+    assert db.closed
+    assert "closed" in repr(db)
+
+
+def test_context_manager_closes(database_url: str) -> None:
+    with Database.connect(database_url) as db:
+        db.ping()
+    assert db.closed
+
+
+def test_session_settings_apply_to_every_connection(database_url: str) -> None:
+    with Database.connect(database_url, statement_timeout=1.5, application_name="probe", min_size=2) as db:
+        with db.pool.connection() as a, db.pool.connection() as b:
+            for conn in (a, b):
+                row = conn.execute("SELECT current_setting('statement_timeout'), current_setting('application_name')").fetchone()
+                assert row == ("1500ms", "probe")
+
+
+def test_statement_timeout_is_a_typed_error(database_url: str) -> None:
+    with Database.connect(database_url, statement_timeout=0.2) as db:
+        with pytest.raises(DatabaseUnavailable, match="PERSISTENCE_STATEMENT_TIMEOUT"), db.transaction() as tx:
+            tx.connection.execute("SELECT pg_sleep(2)")
+
+
+def test_unreachable_host_is_typed_and_secret_free() -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match="cannot connect") as caught:
+        Database.connect(f"postgresql://bot:{SECRET}@127.0.0.1:{port}/db", connect_timeout=2)
+    assert time.monotonic() - started < 5
+    assert SECRET not in str(caught.value)
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP port that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+def test_silent_server_times_out_within_connect_timeout(silent_server: int) -> None:
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable) as caught:
+        Database.connect(f"postgresql://bot:{SECRET}@127.0.0.1:{silent_server}/db", connect_timeout=2)
+    # bounded: it gives up at the timeout instead of hanging
+    assert time.monotonic() - started < 2 + 3
+    assert SECRET not in str(caught.value)
+
+
+def test_malformed_url_is_refused_before_connecting() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Database.connect(f"postgresql://bot:{SECRET}@[::1/db")
+    assert SECRET not in str(caught.value)
+
+
+def test_embedded_never_without_url_names_what_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("PERSISTENCE_EMBEDDED", "never")
+    with pytest.raises(ConfigurationError, match="set DATABASE_URL"):
+        Database.connect()
+
+
+def test_wrong_password_is_an_authentication_error(scratch_server: Any) -> None:
+    with psycopg.connect(scratch_server.admin_url, autocommit=True) as conn:
+        conn.execute("SET password_encryption = 'scram-sha-256'")
+        conn.execute("DROP ROLE IF EXISTS app")
+        conn.execute(f"CREATE ROLE app LOGIN PASSWORD '{SECRET}x'")
+        hba = conn.execute("SELECT current_setting('hba_file')").fetchone()[0]  # type: ignore[index]
+    original = open(hba).read()
+    try:
+        with open(hba, "w") as file:
+            file.write("local all app scram-sha-256\n" + original)
+        with psycopg.connect(scratch_server.admin_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+        time.sleep(0.2)
+        url = scratch_server.url("postgres").replace("postgres@", f"app:{SECRET}@")
+        with pytest.raises(AuthenticationFailed, match="refused the credentials") as caught:
+            Database.connect(url, connect_timeout=2)
+        assert SECRET not in str(caught.value)
+        right = scratch_server.url("postgres").replace("postgres@", f"app:{SECRET}x@")
+        with Database.connect(right) as db:
+            db.ping()
+    finally:
+        with open(hba, "w") as file:
+            file.write(original)
+        with psycopg.connect(scratch_server.admin_url, autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")
+
+
+def test_restarted_server_does_not_hand_out_dead_connections(scratch_server: Any) -> None:
+    with Database.connect(scratch_server.url("postgres"), min_size=2, acquire_timeout=2) as db:
+        db.ping()
+        scratch_server.stop()
+        with pytest.raises(DatabaseUnavailable):
+            db.ping()
+        scratch_server.start()
+        # the pool's idle connections died with the old server; the next operation still works
+        assert db.ping() > 0
+        assert db.ping() > 0
+
+
+def test_connect_waits_for_a_server_that_is_starting(scratch_server: Any) -> None:
+    url = scratch_server.url("postgres")
+    scratch_server.stop()
+    timer = threading.Timer(1.0, scratch_server.start)
+    timer.start()
+    try:
+        with Database.connect(url, wait=30) as db:
+            assert db.ping() > 0
+    finally:
+        timer.join()
