@@ -1,8 +1,8 @@
 """persistence: the PostgreSQL persistence layer of the arbitrage bot.
 
-    from persistence import Database, Trade
-    with Database.connect() as db:          # DATABASE_URL, else the embedded server
-        db.trades.insert(trade)
+from persistence import Database, Trade
+with Database.connect() as db:          # DATABASE_URL, else the embedded server
+    db.trades.insert(trade)
 """
 
 from persistence.config import Settings

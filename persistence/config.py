@@ -42,7 +42,9 @@ ENV_VARS: dict[str, str] = {
     "ddl_lock_timeout": "PERSISTENCE_DDL_LOCK_TIMEOUT",
 }
 
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/?#\s]*)(?=@)", re.I)
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/?#\s]*)(?=@)", re.I
+)
 _KV_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|[^\s&]*)", re.I)
 
 
@@ -66,7 +68,9 @@ def _positive_number(instance: Settings, attribute: attrs.Attribute[Any], value:
 
 def _check_pool(instance: Settings, attribute: attrs.Attribute[Any], value: int) -> None:
     if value < 0 or (attribute.name == "max_size" and value < 1):
-        raise ConfigurationError(f"{attribute.name} must be at least {0 if attribute.name == 'min_size' else 1}, got {value}")
+        raise ConfigurationError(
+            f"{attribute.name} must be at least {int(attribute.name == 'max_size')}, got {value}"
+        )
     if attribute.name == "max_size" and value < instance.min_size:
         raise ConfigurationError(
             f"max_size ({value}) must be at least min_size ({instance.min_size}); "
@@ -127,7 +131,9 @@ class Settings:
                     f"{ENV_VARS['sslrootcert']} to its path (or sslrootcert= in DATABASE_URL)"
                 )
         if self.sslrootcert is not None and not self.sslrootcert.is_file():
-            raise ConfigurationError(f"sslrootcert {str(self.sslrootcert)!r} is not a readable file")
+            raise ConfigurationError(
+                f"sslrootcert {str(self.sslrootcert)!r} is not a readable file"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -168,7 +174,11 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
     kind = _FIELD_TYPES.get(name)
     if kind is None:
         return value
-    if name == "prepare_threshold" and isinstance(value, str) and value.lower() in ("", "none", "off"):
+    if (
+        name == "prepare_threshold"
+        and isinstance(value, str)
+        and value.lower() in ("", "none", "off")
+    ):
         return None
     try:
         if isinstance(value, bool):
@@ -177,14 +187,17 @@ def _coerce(name: str, value: Any, *, source: str) -> Any:
     except (TypeError, ValueError):
         shown = redact(str(value))
         raise ConfigurationError(
-            f"{name} must be {'an integer' if kind is int else 'a number'}, got {shown!r} (from {source})"
+            f"{name} must be {'an integer' if kind is int else 'a number'}, "
+            f"got {shown!r} (from {source})"
         ) from None
 
 
 def validate_url(url: str) -> dict[str, str]:
     """Check a ``postgresql://`` URL or libpq ``key=value`` string; return its parameters."""
     if not isinstance(url, str) or not url.strip():
-        raise ConfigurationError("DATABASE_URL is empty: set it to postgresql://user@host:5432/dbname")
+        raise ConfigurationError(
+            "DATABASE_URL is empty: set it to postgresql://user@host:5432/dbname"
+        )
     stripped = url.strip()
     # key=value strings have "=" before any ":", so only URLs (and "sqlite:file.db") match here
     scheme_match = re.match(r"^([a-z][a-z0-9+.-]*):", stripped, re.I)
@@ -213,7 +226,8 @@ def validate_url(url: str) -> dict[str, str]:
         for part in str(port).split(","):
             if not part.isdigit() or not 0 < int(part) < 65536:
                 raise ConfigurationError(
-                    f"DATABASE_URL has an invalid port {part!r}: it must be a number from 1 to 65535"
+                    f"DATABASE_URL has an invalid port {part!r}: "
+                    "it must be a number from 1 to 65535"
                 )
     sslmode = params.get("sslmode")
     if sslmode is not None and sslmode not in SSL_MODES:

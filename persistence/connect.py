@@ -67,19 +67,23 @@ def describe_target(conninfo: str) -> str:
         return "the configured server"
     host = params.get("host") or "localhost"
     port = params.get("port") or "5432"
-    user = params.get("user") or ""
+    user = str(params.get("user") or "")
     return f"{user + '@' if user else ''}{host}:{port}/{params.get('dbname') or user or ''}"
 
 
 def _is_auth_failure(message: str) -> bool:
     return any(
         marker in message
-        for marker in ("password authentication failed", "no password supplied", "authentication failed")
+        for marker in (
+            "password authentication failed",
+            "no password supplied",
+            "authentication failed",
+        )
     )
 
 
 def open_connection(conninfo: str, *, wait: float = 0.0, **kwargs: Any) -> Connection:
-    """One connection, retried with backoff for up to ``wait`` seconds while the server is not up."""
+    """One connection, retried with backoff for up to ``wait`` seconds while the server starts."""
     deadline = time.monotonic() + wait
     attempt = 0
     delay = 0.1

@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 import cattrs
@@ -21,7 +21,14 @@ import cattrs
 from persistence.models import Instruction, SchwabAuth, Trade, TradeStatus
 from persistence.tables import SCHWAB_AUTH_COLUMNS, TRADE_COLUMNS
 
-__all__ = ["auth_from_row", "auth_params", "converter", "trade_copy_row", "trade_from_row", "trade_params"]
+__all__ = [
+    "auth_from_row",
+    "auth_params",
+    "converter",
+    "trade_copy_row",
+    "trade_from_row",
+    "trade_params",
+]
 
 T = TypeVar("T")
 
@@ -38,9 +45,11 @@ for _passthrough in (Decimal, datetime, str, int):
 converter.register_unstructure_hook(StrEnum, lambda member: member.value)
 
 
-def _row_structure_fn(cls: type[T], columns: tuple[str, ...], **decode: Callable[[Any], Any]) -> Callable[[Any, Any], T]:
+def _row_structure_fn(
+    cls: type[T], columns: tuple[str, ...], **decode: Callable[[Any], Any]
+) -> Callable[[Any, Any], T]:
     """A function building ``cls`` from a row in ``columns`` order without running validators."""
-    fields = [field.name for field in attrs.fields(cls)]  # type: ignore[misc]
+    fields = [field.name for field in attrs.fields(cast(Any, cls))]
     if tuple(fields) != columns:
         raise TypeError(f"{cls.__name__} fields {fields} differ from the columns {columns}")
     namespace: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "_cls": cls}

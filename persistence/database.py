@@ -62,9 +62,7 @@ class Database:
         self.schwab_auth = SchwabAuthRepository(self._connection)
 
     @classmethod
-    def connect(
-        cls, url: str | None = None, *, wait: float = 0.0, **settings: Any
-    ) -> Database:
+    def connect(cls, url: str | None = None, *, wait: float = 0.0, **settings: Any) -> Database:
         """Open a pool on ``url`` (default ``DATABASE_URL``, else the embedded server).
 
         ``wait`` is how long to keep retrying a server that is still starting (with backoff and a
@@ -107,7 +105,10 @@ class Database:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import warnings
+from contextlib import suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -105,12 +106,13 @@ class EmbeddedServer:
     def create_database(self, name: str) -> None:
         """Create database ``name`` unless it exists (safe when several processes race)."""
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
             if exists is None:
-                try:
+                # another process may create it first
+                with suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
-                    pass  # another process created it first
 
     @staticmethod
     def _system_user() -> str | None:
@@ -119,7 +121,7 @@ class EmbeddedServer:
 
 
 def embedded_url(data_dir: Path) -> str:
-    """Start (or reuse) the embedded server for ``data_dir``; return its application database URL."""
+    """Start (or reuse) the embedded server in ``data_dir``; return its application database URL."""
     server = EmbeddedServer(data_dir).start()
     server.create_database(DEFAULT_DATABASE)
     logger.warning(

@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import attrs
 
@@ -61,6 +61,8 @@ IO_RATIO = NumericSpec(60, 30)
 # every digit a double or an 18-decimal amount can carry.
 PRICE_CENTS = NumericSpec(30, 18)
 
+E = TypeVar("E", bound=StrEnum)
+
 INT32_MAX = 2**31 - 1
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
 _EXACT = Context(prec=100)
@@ -88,7 +90,7 @@ def check_decimal(name: str, value: Any, spec: NumericSpec, *, positive: bool = 
         raise _fail(name, value, "must be a finite number (not NaN or Infinity)")
     if positive and value <= 0:
         raise _fail(name, value, "must be greater than zero")
-    sign, digits, exponent = value.as_tuple()
+    _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int)
     count = len(digits)
     while count > 1 and digits[count - 1] == 0 and exponent < 0:  # trailing zeros do not count
@@ -194,17 +196,24 @@ def _integer(minimum: int, maximum: int = INT32_MAX) -> Any:
     return validate
 
 
-def _enum(kind: type[StrEnum]) -> Any:
-    def convert(value: Any) -> Any:
-        if isinstance(value, kind):
-            return value
-        try:
-            return kind(value)
-        except ValueError:
-            allowed = ", ".join(member.value for member in kind)
-            raise ValidationError(f"{value!r} is not a valid {kind.__name__}; use one of {allowed}") from None
+def _member(kind: type[E], value: Any) -> E:
+    if isinstance(value, kind):
+        return value
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(member.value for member in kind)
+        raise ValidationError(
+            f"{value!r} is not a valid {kind.__name__}; use one of {allowed}"
+        ) from None
 
-    return convert
+
+def _to_instruction(value: Any) -> Instruction:
+    return _member(Instruction, value)
+
+
+def _to_status(value: Any) -> TradeStatus:
+    return _member(TradeStatus, value)
 
 
 @attrs.frozen(kw_only=True)
@@ -218,20 +227,26 @@ class Trade:
     tx_hash: str = attrs.field(converter=_lower_hex, validator=_tx_hash)
     log_index: int = attrs.field(validator=_integer(0))
     onchain_input_symbol: str = attrs.field(validator=_text(max_length=64))
-    onchain_input_amount: Decimal = attrs.field(converter=_to_decimal, validator=_decimal_field(AMOUNT))
+    onchain_input_amount: Decimal = attrs.field(
+        converter=_to_decimal, validator=_decimal_field(AMOUNT)
+    )
     onchain_output_symbol: str = attrs.field(validator=_text(max_length=64))
-    onchain_output_amount: Decimal = attrs.field(converter=_to_decimal, validator=_decimal_field(AMOUNT))
-    onchain_io_ratio: Decimal = attrs.field(converter=_to_decimal, validator=_decimal_field(IO_RATIO))
+    onchain_output_amount: Decimal = attrs.field(
+        converter=_to_decimal, validator=_decimal_field(AMOUNT)
+    )
+    onchain_io_ratio: Decimal = attrs.field(
+        converter=_to_decimal, validator=_decimal_field(IO_RATIO)
+    )
     onchain_price_per_share_cents: Decimal = attrs.field(
         converter=_to_decimal, validator=_decimal_field(PRICE_CENTS)
     )
     schwab_ticker: str = attrs.field(validator=_text(max_length=16))
-    schwab_instruction: Instruction = attrs.field(converter=_enum(Instruction))
+    schwab_instruction: Instruction = attrs.field(converter=_to_instruction)
     schwab_quantity: int = attrs.field(validator=_integer(1))
     schwab_price_per_share_cents: Decimal | None = attrs.field(
         default=None, converter=_to_decimal, validator=_decimal_field(PRICE_CENTS)
     )
-    status: TradeStatus = attrs.field(default=TradeStatus.PENDING, converter=_enum(TradeStatus))
+    status: TradeStatus = attrs.field(default=TradeStatus.PENDING, converter=_to_status)
     schwab_order_id: str | None = attrs.field(default=None, validator=_text(optional=True))
     id: int | None = attrs.field(default=None, validator=_integer(1, 2**63 - 1))
     created_at: datetime | None = attrs.field(default=None, converter=_to_utc, validator=_aware)
@@ -240,12 +255,16 @@ class Trade:
     def __attrs_post_init__(self) -> None:
         if self.status is TradeStatus.PENDING:
             if self.completed_at is not None:
-                raise _fail("completed_at", self.completed_at, "a PENDING trade has no completed_at")
+                raise _fail(
+                    "completed_at", self.completed_at, "a PENDING trade has no completed_at"
+                )
         else:
             if self.completed_at is None:
                 raise ValidationError(f"completed_at: a {self.status} trade needs completed_at")
             if self.status is TradeStatus.COMPLETED and self.schwab_order_id is None:
-                raise ValidationError("schwab_order_id: a COMPLETED trade needs its Schwab order id")
+                raise ValidationError(
+                    "schwab_order_id: a COMPLETED trade needs its Schwab order id"
+                )
 
 
 def _hidden(value: object) -> str:
@@ -269,7 +288,9 @@ class SchwabAuth:
 
 def _quotient(numerator: Decimal, denominator: Decimal, spec: NumericSpec, name: str) -> Decimal:
     exact = _EXACT.divide(numerator, denominator)
-    result = exact.quantize(Decimal(1).scaleb(-spec.scale), rounding=ROUND_HALF_EVEN, context=_EXACT)
+    result = exact.quantize(
+        Decimal(1).scaleb(-spec.scale), rounding=ROUND_HALF_EVEN, context=_EXACT
+    )
     check_decimal(name, result, spec)
     return result
 
@@ -285,4 +306,6 @@ def price_per_share_cents(usdc_amount: Decimal, shares: Decimal) -> Decimal:
     """``usdc_amount * 100 / shares`` in cents, rounded half-even to 18 places (PRICE_CENTS)."""
     check_decimal("usdc_amount", usdc_amount, AMOUNT)
     check_decimal("shares", shares, AMOUNT)
-    return _quotient(_EXACT.multiply(usdc_amount, 100), shares, PRICE_CENTS, "price_per_share_cents")
+    return _quotient(
+        _EXACT.multiply(usdc_amount, 100), shares, PRICE_CENTS, "price_per_share_cents"
+    )

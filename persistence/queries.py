@@ -1,4 +1,4 @@
-"""Every statement, built with PyPika once at import; builders are pure (SQL and parameters, no I/O).
+"""Every statement, built with PyPika once; builders are pure (SQL and parameters, no I/O).
 
 Values always travel as bound parameters (psycopg's ``%(name)s``), never inside the SQL. PyPika
 renders ``%`` in literals unescaped and turns Decimal and datetime into text when it
@@ -59,10 +59,8 @@ _KEY = (TRADES.tx_hash == _param("tx_hash")) & (TRADES.log_index == _param("log_
 
 def _insert_trade(with_id: bool) -> str:
     names = tuple(c for c in TRADE_COLUMNS if with_id or c != "id")
-    values = [
-        fn.Coalesce(_param(c), fn.Now()) if c == "created_at" else _param(c) for c in names
-    ]
-    return (
+    values = [fn.Coalesce(_param(c), fn.Now()) if c == "created_at" else _param(c) for c in names]
+    sql: str = (
         Query.into(TRADES)
         .columns(*_columns(names))
         .insert(*values)
@@ -71,6 +69,7 @@ def _insert_trade(with_id: bool) -> str:
         .returning(TRADES.id)
         .get_sql()
     )
+    return sql
 
 
 # id is None when (tx_hash, log_index) already exists: the bot's replay safety
@@ -117,7 +116,7 @@ def _list_sql(status: bool, ticker: bool, since: bool, until: bool) -> str:
         conditions.append(TRADES.created_at >= _param("since"))
     if until:
         conditions.append(TRADES.created_at < _param("until"))
-    return (
+    sql: str = (
         Query.from_(TRADES)
         .select(*_ALL)
         .where(Criterion.all(conditions))
@@ -125,6 +124,7 @@ def _list_sql(status: bool, ticker: bool, since: bool, until: bool) -> str:
         .limit(_param("limit"))
         .get_sql()
     )
+    return sql
 
 
 def list_trades(
@@ -158,9 +158,7 @@ CREATE_TRADES_STAGE = (
     f'CREATE TEMPORARY TABLE IF NOT EXISTS "{TRADES_STAGE}" ON COMMIT DROP AS '
     f'SELECT {_QUOTED_COLUMNS} FROM "trades" WITH NO DATA'
 )
-COPY_TRADES_STAGE = (
-    f'COPY "{TRADES_STAGE}" ({_QUOTED_COLUMNS}) FROM STDIN'
-)
+COPY_TRADES_STAGE = f'COPY "{TRADES_STAGE}" ({_QUOTED_COLUMNS}) FROM STDIN'
 _STAGE_COLUMNS = ",".join(
     # rows without id take the identity's next value; rows without created_at take now()
     "COALESCE(\"id\", nextval(pg_get_serial_sequence('trades', 'id')))"
@@ -179,7 +177,7 @@ TRUNCATE_TRADES_STAGE = f'TRUNCATE "{TRADES_STAGE}"'
 # after rows with explicit ids, move the identity past them so later inserts do not collide
 ADVANCE_TRADE_ID = (
     "SELECT setval(pg_get_serial_sequence('trades', 'id'), "
-    "GREATEST((SELECT max(\"id\") FROM \"trades\"), "
+    'GREATEST((SELECT max("id") FROM "trades"), '
     "(SELECT last_value FROM trades_id_seq)))"
 )
 
@@ -211,8 +209,8 @@ def statements() -> dict[str, str]:
     }
     for flags in range(16):
         status, ticker, since, until = (bool(flags & bit) for bit in (1, 2, 4, 8))
-        fixed[f"list_trades(status={status}, ticker={ticker}, since={since}, until={until})"] = _list_sql(
-            status, ticker, since, until
+        fixed[f"list_trades(status={status}, ticker={ticker}, since={since}, until={until})"] = (
+            _list_sql(status, ticker, since, until)
         )
     return fixed
 

@@ -46,8 +46,10 @@ def _key(tx_hash: str, log_index: int) -> dict[str, Any]:
     if not isinstance(tx_hash, str):
         raise ValidationError(f"tx_hash={tx_hash!r}: must be a str")
     normalised = tx_hash.lower()
-    if len(normalised) != 66 or not normalised.startswith("0x") or not all(
-        c in "0123456789abcdef" for c in normalised[2:]
+    if (
+        len(normalised) != 66
+        or not normalised.startswith("0x")
+        or not all(c in "0123456789abcdef" for c in normalised[2:])
     ):
         raise ValidationError(f"tx_hash={tx_hash!r}: must be 0x followed by 64 hexadecimal digits")
     if type(log_index) is not int or log_index < 0:
@@ -103,7 +105,8 @@ class TradeRepository:
                     for trade in islice(source, batch_size):
                         if not isinstance(trade, Trade):
                             raise ValidationError(
-                                f"insert_many takes Trades, got {type(trade).__name__} at row {inserted + count}"
+                                f"insert_many takes Trades, got {type(trade).__name__} "
+                                f"at row {inserted + count}"
                             )
                         explicit_ids = explicit_ids or trade.id is not None
                         copy.write_row(trade_copy_row(trade))
@@ -147,7 +150,9 @@ class TradeRepository:
         """
         params = _key(tx_hash, log_index)
         target = _status(status)
-        if schwab_order_id is not None and (not isinstance(schwab_order_id, str) or not schwab_order_id.strip()):
+        if schwab_order_id is not None and (
+            not isinstance(schwab_order_id, str) or not schwab_order_id.strip()
+        ):
             raise ValidationError(f"schwab_order_id={schwab_order_id!r}: must be a non-empty str")
         if schwab_price_per_share_cents is not None:
             check_decimal("schwab_price_per_share_cents", schwab_price_per_share_cents, PRICE_CENTS)
@@ -166,7 +171,8 @@ class TradeRepository:
         if current is None:
             raise NotFound(f"no trade with tx_hash {params['tx_hash']} and log_index {log_index}")
         raise InvalidTransition(
-            f"trade {params['tx_hash']}#{log_index} is {current[0]} and cannot become {target.value}: "
+            f"trade {params['tx_hash']}#{log_index} is {current[0]} "
+            f"and cannot become {target.value}: "
             "only PENDING -> COMPLETED and PENDING -> FAILED are allowed"
         )
 
@@ -214,7 +220,9 @@ class TradeRepository:
             if status is None:
                 row = conn.execute(queries.COUNT_TRADES).fetchone()
             else:
-                row = conn.execute(queries.COUNT_TRADES_BY_STATUS, {"status": _status(status).value}).fetchone()
+                row = conn.execute(
+                    queries.COUNT_TRADES_BY_STATUS, {"status": _status(status).value}
+                ).fetchone()
         assert row is not None
         return int(row[0])
 

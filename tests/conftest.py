@@ -47,7 +47,9 @@ def create_database(admin: str, prefix: str = "persistence_test") -> str:
 
 def drop_database(admin: str, name: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +59,9 @@ def admin_url() -> str:
         return url
     from persistence.embedded import EmbeddedServer
 
-    data_dir = Path(os.environ.get("PERSISTENCE_EMBEDDED_DIR") or ROOT / ".postgres-data" / "embedded")
+    data_dir = Path(
+        os.environ.get("PERSISTENCE_EMBEDDED_DIR") or ROOT / ".postgres-data" / "embedded"
+    )
     return EmbeddedServer(data_dir).start().admin_url
 
 

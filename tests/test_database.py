@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,7 +26,9 @@ def test_connect_runs_a_query_and_closes_twice(database_url: str) -> None:
     db = Database.connect(database_url)
     assert db.ping() > 0
     with db.pool.connection() as conn:
-        zone, app = conn.execute("SELECT current_setting('TimeZone'), current_setting('application_name')").fetchone()  # type: ignore[misc]
+        zone, app = conn.execute(
+            "SELECT current_setting('TimeZone'), current_setting('application_name')"
+        ).fetchone()  # type: ignore[misc]
     assert (zone, app) == ("UTC", "persistence")
     db.close()
     db.close()
@@ -40,17 +43,27 @@ def test_context_manager_closes(database_url: str) -> None:
 
 
 def test_session_settings_apply_to_every_connection(database_url: str) -> None:
-    with Database.connect(database_url, statement_timeout=1.5, application_name="probe", min_size=2) as db:
-        with db.pool.connection() as a, db.pool.connection() as b:
-            for conn in (a, b):
-                row = conn.execute("SELECT current_setting('statement_timeout'), current_setting('application_name')").fetchone()
-                assert row == ("1500ms", "probe")
+    with (
+        Database.connect(
+            database_url, statement_timeout=1.5, application_name="probe", min_size=2
+        ) as db,
+        db.pool.connection() as a,
+        db.pool.connection() as b,
+    ):
+        for conn in (a, b):
+            row = conn.execute(
+                "SELECT current_setting('statement_timeout'), current_setting('application_name')"
+            ).fetchone()
+            assert row == ("1500ms", "probe")
 
 
 def test_statement_timeout_is_a_typed_error(database_url: str) -> None:
-    with Database.connect(database_url, statement_timeout=0.2) as db:
-        with pytest.raises(DatabaseUnavailable, match="PERSISTENCE_STATEMENT_TIMEOUT"), db.transaction() as tx:
-            tx.connection.execute("SELECT pg_sleep(2)")
+    with (
+        Database.connect(database_url, statement_timeout=0.2) as db,
+        pytest.raises(DatabaseUnavailable, match="PERSISTENCE_STATEMENT_TIMEOUT"),
+        db.transaction() as tx,
+    ):
+        tx.connection.execute("SELECT pg_sleep(2)")
 
 
 def test_unreachable_host_is_typed_and_secret_free() -> None:
@@ -94,7 +107,9 @@ def silent_server() -> Iterator[int]:
 def test_silent_server_times_out_within_connect_timeout(silent_server: int) -> None:
     started = time.monotonic()
     with pytest.raises(DatabaseUnavailable) as caught:
-        Database.connect(f"postgresql://bot:{SECRET}@127.0.0.1:{silent_server}/db", connect_timeout=2)
+        Database.connect(
+            f"postgresql://bot:{SECRET}@127.0.0.1:{silent_server}/db", connect_timeout=2
+        )
     # bounded: it gives up at the timeout instead of hanging
     assert time.monotonic() - started < 2 + 3
     assert SECRET not in str(caught.value)
@@ -119,7 +134,7 @@ def test_wrong_password_is_an_authentication_error(scratch_server: Any) -> None:
         conn.execute("DROP ROLE IF EXISTS app")
         conn.execute(f"CREATE ROLE app LOGIN PASSWORD '{SECRET}x'")
         hba = conn.execute("SELECT current_setting('hba_file')").fetchone()[0]  # type: ignore[index]
-    original = open(hba).read()
+    original = Path(hba).read_text()
     try:
         with open(hba, "w") as file:
             file.write("local all app scram-sha-256\n" + original)

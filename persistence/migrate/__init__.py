@@ -48,6 +48,7 @@ __all__ = [
     "read_history",
     "rollback",
     "status",
+    "verify",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ NO_TRANSACTION = "-- persistence:no-transaction"
 HISTORY_TABLE = "schema_migrations"
 # one key for this runner; advisory locks are per database, so databases never contend
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"persistence.migrate").digest()[:8], "big", signed=True)
-_FILE_NAME = re.compile(r"^(?P<version>\d+)_(?P<description>[A-Za-z0-9_]+)\.(?P<direction>up|down)\.sql$")
+_FILE_NAME = re.compile(
+    r"^(?P<version>\d+)_(?P<description>[A-Za-z0-9_]+)\.(?P<direction>up|down)\.sql$"
+)
 
 Connection = psycopg.Connection[Any]
 
@@ -211,11 +214,16 @@ def check_history(migrations: Sequence[Migration], applied: Sequence[AppliedMigr
                 "renumber it after the newest applied migration"
             )
     if problems:
-        raise MigrationDrift("migration history does not match the files:\n  " + "\n  ".join(problems))
+        raise MigrationDrift(
+            "migration history does not match the files:\n  " + "\n  ".join(problems)
+        )
 
 
 def plan_up(
-    migrations: Sequence[Migration], applied: Sequence[AppliedMigration], *, target: int | None = None
+    migrations: Sequence[Migration],
+    applied: Sequence[AppliedMigration],
+    *,
+    target: int | None = None,
 ) -> list[Migration]:
     """The pending migrations up to ``target`` (all when None), oldest first."""
     check_history(migrations, applied)
@@ -244,7 +252,9 @@ def plan_down(
         chosen = newest_first[: 1 if steps is None else steps]
     for migration in chosen:
         if migration.down_sql is None:
-            raise MigrationError(f"{migration.path} has no .down.sql file: it cannot be rolled back")
+            raise MigrationError(
+                f"{migration.path} has no .down.sql file: it cannot be rolled back"
+            )
     return chosen
 
 
@@ -295,7 +305,9 @@ def _failure(path: Path, sql: str, exc: psycopg.Error) -> MigrationFailed:
     )
 
 
-def _run_one(conn: Connection, migration: Migration, direction: str, ddl_lock_timeout: float) -> int:
+def _run_one(
+    conn: Connection, migration: Migration, direction: str, ddl_lock_timeout: float
+) -> int:
     up = direction == "up"
     sql = migration.sql if up else migration.down_sql
     path = migration.path if up else migration.down_path
@@ -351,7 +363,9 @@ def apply(
     """Apply the pending migrations (up to ``target``); with ``dry_run``, only plan them."""
     settings = settings or Settings.from_env()
     migrations = _migrations(settings, migrations_dir)
-    with _locked_connection(_conninfo(settings), lock_timeout=settings.migration_lock_timeout) as conn:
+    with _locked_connection(
+        _conninfo(settings), lock_timeout=settings.migration_lock_timeout
+    ) as conn:
         pending = plan_up(migrations, read_history(conn), target=target)
         if dry_run or not pending:
             return RunResult("up", tuple(pending), dry_run=dry_run)
@@ -375,7 +389,9 @@ def rollback(
     """Revert applied migrations, newest first: to ``target``, or ``steps`` of them (default 1)."""
     settings = settings or Settings.from_env()
     migrations = _migrations(settings, migrations_dir)
-    with _locked_connection(_conninfo(settings), lock_timeout=settings.migration_lock_timeout) as conn:
+    with _locked_connection(
+        _conninfo(settings), lock_timeout=settings.migration_lock_timeout
+    ) as conn:
         chosen = plan_down(migrations, read_history(conn), target=target, steps=steps)
         if dry_run or not chosen:
             return RunResult("down", tuple(chosen), dry_run=dry_run)
@@ -405,14 +421,30 @@ def status(
             )
             rows.append(
                 MigrationStatus(
-                    migration.version, migration.description, state, row.applied_at, row.execution_ms
+                    migration.version,
+                    migration.description,
+                    state,
+                    row.applied_at,
+                    row.execution_ms,
                 )
             )
     for row in applied.values():
         rows.append(
-            MigrationStatus(row.version, row.description, "missing", row.applied_at, row.execution_ms)
+            MigrationStatus(
+                row.version, row.description, "missing", row.applied_at, row.execution_ms
+            )
         )
     return sorted(rows, key=lambda r: r.version)
+
+
+def verify(
+    settings: Settings | None = None, *, migrations_dir: Path | None = None
+) -> list[Migration]:
+    """Raise MigrationDrift when history and files disagree; return the pending migrations."""
+    settings = settings or Settings.from_env()
+    migrations = _migrations(settings, migrations_dir)
+    with open_connection(_conninfo(settings), autocommit=True) as conn:
+        return plan_up(migrations, read_history(conn))
 
 
 def new_migration(description: str, *, migrations_dir: Path | None = None) -> tuple[Path, Path]:

@@ -41,7 +41,10 @@ def _common(*, on_subcommand: bool) -> argparse.ArgumentParser:
         **default,
     )
     common.add_argument(
-        "--dry-run", action="store_true", help="print the SQL that would run, run nothing", **default
+        "--dry-run",
+        action="store_true",
+        help="print the SQL that would run, run nothing",
+        **default,
     )
     return common
 
@@ -60,12 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--to", type=int, metavar="VERSION", help="stop after this version")
     down = commands.add_parser("down", parents=[sub_common], help="roll back (one step by default)")
     group = down.add_mutually_exclusive_group()
-    group.add_argument("--to", type=int, metavar="VERSION", help="roll back every version above this")
+    group.add_argument(
+        "--to", type=int, metavar="VERSION", help="roll back every version above this"
+    )
     group.add_argument("--steps", type=int, metavar="N", help="roll back the newest N migrations")
-    status = commands.add_parser("status", parents=[sub_common], help="show every version and its state")
+    status = commands.add_parser(
+        "status", parents=[sub_common], help="show every version and its state"
+    )
     status.add_argument("--json", action="store_true", help="machine-readable output")
-    commands.add_parser("verify", parents=[sub_common], help="exit non-zero if anything is pending or drifted")
-    new = commands.add_parser("new", parents=[sub_common], help="create the next numbered up/down pair")
+    commands.add_parser(
+        "verify", parents=[sub_common], help="exit non-zero if anything is pending or drifted"
+    )
+    new = commands.add_parser(
+        "new", parents=[sub_common], help="create the next numbered up/down pair"
+    )
     new.add_argument("description", nargs="+")
     return parser
 
@@ -81,7 +92,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _print_run(result: migrate.RunResult) -> None:
     if not result.migrations:
-        print("nothing to do: the database is up to date" if result.direction == "up" else "nothing to roll back")
+        print(
+            "nothing to do: the database is up to date"
+            if result.direction == "up"
+            else "nothing to roll back"
+        )
         return
     for index, migration in enumerate(result.migrations):
         path = migration.path if result.direction == "up" else migration.down_path
@@ -90,7 +105,10 @@ def _print_run(result: migrate.RunResult) -> None:
             print(f"-- would run {path}\n{(sql or '').rstrip()}\n")
         else:
             verb = "applied" if result.direction == "up" else "reverted"
-            print(f"{verb} {migration.version:04d} {migration.description} ({result.durations_ms[index]} ms)")
+            print(
+                f"{verb} {migration.version:04d} {migration.description} "
+                f"({result.durations_ms[index]} ms)"
+            )
 
 
 def _print_status(rows: list[migrate.MigrationStatus], as_json: bool) -> None:
@@ -120,34 +138,34 @@ def _print_status(rows: list[migrate.MigrationStatus], as_json: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     command = args.command or "up"
     if command == "new":
-        up, down = migrate.new_migration(" ".join(args.description), migrations_dir=args.migrations_dir)
+        up, down = migrate.new_migration(
+            " ".join(args.description), migrations_dir=args.migrations_dir
+        )
         print(f"created {up}\ncreated {down}")
         return EXIT_OK
     settings = _settings(args)
     if command == "up":
         _print_run(migrate.apply(settings, target=getattr(args, "to", None), dry_run=args.dry_run))
     elif command == "down":
-        _print_run(migrate.rollback(settings, target=args.to, steps=args.steps, dry_run=args.dry_run))
-    elif command in ("status", "verify"):
-        rows = migrate.status(settings)
-        _print_status(rows, as_json=getattr(args, "json", False))
-        if command == "verify":
-            if any(r.state in ("changed", "missing") for r in rows):
-                print("verify: the history does not match the files", file=sys.stderr)
-                return EXIT_DRIFT
-            newest_applied = max((r.version for r in rows if r.state == "applied"), default=0)
-            if any(r.state == "pending" and r.version < newest_applied for r in rows):
-                print("verify: a migration older than the newest applied one is pending", file=sys.stderr)
-                return EXIT_DRIFT
-            if any(r.state == "pending" for r in rows):
-                print("verify: migrations are pending; run `python -m persistence.migrate`", file=sys.stderr)
-                return EXIT_PENDING
-            print("verify: ok")
+        _print_run(
+            migrate.rollback(settings, target=args.to, steps=args.steps, dry_run=args.dry_run)
+        )
+    elif command == "status":
+        _print_status(migrate.status(settings), as_json=args.json)
+    elif command == "verify":
+        pending = migrate.verify(settings)
+        if pending:
+            names = ", ".join(m.path.name for m in pending)
+            print(f"pending: {names}; run `python -m persistence.migrate`", file=sys.stderr)
+            return EXIT_PENDING
+        print("verify: ok, every migration is applied and unchanged")
     return EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     args = _parser().parse_args(argv)
     try:
         return run(args)
