@@ -10,9 +10,9 @@ from types import TracebackType
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
-from persistence._translate import check_idle_connection, translating
+from persistence._translate import check_idle_connection, translate, translating
 from persistence.config import Settings
 from persistence.connect import build_conninfo, describe_target, open_connection, server_url
 from persistence.errors import DatabaseUnavailable
@@ -58,6 +58,44 @@ class _ServerDown(BaseException):
 # The pool retries a lost connection with a growing delay; giving up after this many seconds
 # lets the next request start a fresh attempt at once, so recovery never waits on a long backoff.
 RECONNECT_TIMEOUT = 5.0
+
+
+class _Borrowed:
+    """One pooled connection for one operation; psycopg errors leave it translated.
+
+    A class rather than a generator context manager: this is on every operation's path.
+    """
+
+    __slots__ = ("_conn", "_db")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def __enter__(self) -> Connection:
+        db = self._db
+        try:
+            if db._server_down:
+                db._probe()
+            self._conn = db._pool.getconn()
+        except _ServerDown as down:
+            raise down.error from None
+        except (psycopg.Error, PoolTimeout, TooManyRequests) as exc:
+            raise translate(exc, acquire_timeout=db.settings.acquire_timeout) from None
+        return self._conn
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn = self._conn
+        # the pool rolls back whatever a returned connection left open
+        self._db._pool.putconn(conn)
+        if isinstance(exc, psycopg.Error):
+            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and conn.broken:
+                self._db._server_down = True
+            raise translate(exc) from None
 
 
 class Database:
@@ -163,24 +201,8 @@ class Database:
                 raise _ServerDown(down) from None
             raise  # only this connection: the pool discards it and hands out another
 
-    @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        with translating(self.settings.acquire_timeout):
-            if self._server_down:
-                self._probe()
-            try:
-                conn = self._pool.getconn()
-            except _ServerDown as down:
-                raise down.error from None
-            try:
-                with conn:  # a pooled connection is not closed here, only its transaction ended
-                    yield conn
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                if conn.broken or conn.closed:
-                    self._server_down = True
-                raise
-            finally:
-                self._pool.putconn(conn)
+    def _connection(self) -> _Borrowed:
+        return _Borrowed(self)
 
     def ping(self) -> float:
         """One round trip to the server; returns its duration in seconds."""

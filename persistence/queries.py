@@ -40,6 +40,7 @@ __all__ = [
     "TRUNCATE_TRADES_STAGE",
     "UPDATE_TRADE_STATUS",
     "UPSERT_SCHWAB_AUTH",
+    "copy_trades",
     "list_trades",
     "statements",
 ]
@@ -152,7 +153,13 @@ def list_trades(
 # Bulk insert: COPY into a staging table, then one INSERT ... ON CONFLICT DO NOTHING per batch.
 # ON COMMIT DROP: a pooled connection never keeps the table past the transaction.
 TRADES_STAGE = "persistence_trades_stage"
-_QUOTED_COLUMNS = ",".join(f'"{c}"' for c in TRADE_COLUMNS)
+
+
+def _quoted(columns: tuple[str, ...]) -> str:
+    return ",".join(f'"{c}"' for c in columns)
+
+
+_QUOTED_COLUMNS = _quoted(TRADE_COLUMNS)
 # the column types of trades without its constraints: id and created_at may be NULL here
 CREATE_TRADES_STAGE = (
     f'CREATE TEMPORARY TABLE IF NOT EXISTS "{TRADES_STAGE}" ON COMMIT DROP AS '
@@ -174,6 +181,22 @@ INSERT_TRADES_FROM_STAGE = (
     'ON CONFLICT ("tx_hash", "log_index") DO NOTHING'
 )
 TRUNCATE_TRADES_STAGE = f'TRUNCATE "{TRADES_STAGE}"'
+
+
+@cache
+def copy_trades(*, with_id: bool, with_created_at: bool) -> tuple[str, tuple[str, ...]]:
+    """COPY straight into trades, and its columns: a column a batch leaves out takes its default."""
+    columns = tuple(
+        c
+        for c in TRADE_COLUMNS
+        if (c != "id" or with_id) and (c != "created_at" or with_created_at)
+    )
+    return (
+        f'COPY "trades" ({",".join(f"{chr(34)}{c}{chr(34)}" for c in columns)}) FROM STDIN',
+        columns,
+    )
+
+
 # after rows with explicit ids, move the identity past them so later inserts do not collide
 ADVANCE_TRADE_ID = (
     "SELECT setval(pg_get_serial_sequence('trades', 'id'), "

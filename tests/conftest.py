@@ -11,20 +11,15 @@ Tests that need no server (models, queries, config) run anywhere: ``pytest -m "n
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from persistence import Database, Settings, migrate
+from tests import support
+from tests.support import create_database, drop_database, with_database
 
-ROOT = Path(__file__).resolve().parents[1]
 DB_FIXTURES = {
     "admin_url",
     "database_url",
@@ -41,42 +36,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.db)
 
 
-def with_database(url: str, name: str) -> str:
-    """``url`` pointing at database ``name`` instead."""
-    return make_conninfo(url, dbname=name)
-
-
-def create_database(admin: str, prefix: str = "persistence_test") -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name
-
-
-def drop_database(admin: str, name: str) -> None:
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
 @pytest.fixture(scope="session")
 def admin_url() -> str:
-    url = os.environ.get("TEST_DATABASE_URL")
-    if url:
-        return url
-    from persistence.embedded import EmbeddedServer
-
-    data_dir = Path(
-        os.environ.get("PERSISTENCE_EMBEDDED_DIR") or ROOT / ".postgres-data" / "embedded"
-    )
-    return EmbeddedServer(data_dir).start().admin_url
+    return support.admin_url()
 
 
 @pytest.fixture(scope="session")
 def database_url(admin_url: str) -> Iterator[str]:
     """A database of this run's own, migrated to the newest schema."""
-    name = create_database(admin_url)
+    name = create_database(admin_url, "persistence_test")
     url = with_database(admin_url, name)
     migrate.apply(Settings(url=url))
     yield url

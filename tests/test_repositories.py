@@ -189,6 +189,15 @@ def test_insert_many_keeps_given_ids_and_moves_the_identity_past_them(db: Databa
     assert new_id is not None and new_id > 1000
 
 
+def test_insert_many_handles_batches_mixing_given_and_default_columns(db: Database) -> None:
+    stamp = datetime(2026, 5, 1, tzinfo=UTC)
+    mixed = [make_trade(), make_trade(id=500), make_trade(created_at=stamp), make_trade()]
+    assert db.trades.insert_many(mixed, batch_size=3) == 4
+    assert db.trades.get(mixed[2].tx_hash, 0).created_at == stamp  # type: ignore[union-attr]
+    assert db.trades.get_by_id(500) is not None
+    assert db.trades.insert_many(mixed) == 0
+
+
 def test_insert_many_writes_nothing_when_one_item_is_bad(db: Database) -> None:
     good = [make_trade(log_index=i) for i in range(10)]
     with pytest.raises(ValidationError, match="takes Trades"):

@@ -1,0 +1,130 @@
+"""What users would pick instead: plain psycopg, SQLAlchemy Core, and the bot's old SQLite store."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from persistence import Trade
+from persistence.tables import TRADE_COLUMNS
+
+# The bot's SQLite layout: money in REAL columns, DATETIME as text.
+SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS trades (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx_hash TEXT NOT NULL,
+    log_index INTEGER NOT NULL,
+    onchain_input_symbol TEXT NOT NULL,
+    onchain_input_amount REAL NOT NULL,
+    onchain_output_symbol TEXT NOT NULL,
+    onchain_output_amount REAL NOT NULL,
+    onchain_io_ratio REAL NOT NULL,
+    onchain_price_per_share_cents REAL NOT NULL,
+    schwab_ticker TEXT NOT NULL,
+    schwab_instruction TEXT NOT NULL CHECK (schwab_instruction IN ('BUY', 'SELL')),
+    schwab_quantity INTEGER NOT NULL,
+    schwab_price_per_share_cents REAL,
+    status TEXT NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'COMPLETED', 'FAILED')),
+    schwab_order_id TEXT,
+    created_at DATETIME NOT NULL DEFAULT (datetime('now')),
+    completed_at DATETIME,
+    UNIQUE (tx_hash, log_index)
+);
+CREATE INDEX IF NOT EXISTS trades_status ON trades (status);
+"""
+SQLITE_COLUMNS = tuple(c for c in TRADE_COLUMNS if c != "id")
+SQLITE_INSERT = (
+    f"INSERT OR IGNORE INTO trades ({', '.join(SQLITE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in SQLITE_COLUMNS)})"
+)
+SQLITE_GET = "SELECT * FROM trades WHERE tx_hash = ? AND log_index = ?"
+SQLITE_PENDING = "SELECT * FROM trades WHERE status = 'PENDING' ORDER BY id"
+
+
+def sqlite_connect(path: Path) -> sqlite3.Connection:
+    """The bot's old store: WAL, synchronous=FULL (every commit reaches the disk)."""
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(SQLITE_SCHEMA)
+    return conn
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def sqlite_row(trade: Trade) -> tuple[Any, ...]:
+    """A trade as the bot stored it: floats and text timestamps."""
+    values = []
+    for column in SQLITE_COLUMNS:
+        value = getattr(trade, column)
+        if column.endswith(("_amount", "_ratio", "_cents")) and value is not None:
+            value = float(value)
+        elif column.endswith("_at"):
+            value = _sqlite_time(value) or _sqlite_time(datetime.now())
+        elif hasattr(value, "value"):
+            value = value.value
+        values.append(value)
+    return tuple(values)
+
+
+metadata = sa.MetaData()
+TRADES = sa.Table(
+    "trades",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("tx_hash", sa.Text, nullable=False),
+    sa.Column("log_index", sa.Integer, nullable=False),
+    sa.Column("onchain_input_symbol", sa.Text, nullable=False),
+    sa.Column("onchain_input_amount", sa.Numeric(38, 18), nullable=False),
+    sa.Column("onchain_output_symbol", sa.Text, nullable=False),
+    sa.Column("onchain_output_amount", sa.Numeric(38, 18), nullable=False),
+    sa.Column("onchain_io_ratio", sa.Numeric(60, 30), nullable=False),
+    sa.Column("onchain_price_per_share_cents", sa.Numeric(30, 18), nullable=False),
+    sa.Column("schwab_ticker", sa.Text, nullable=False),
+    sa.Column("schwab_instruction", sa.Text, nullable=False),
+    sa.Column("schwab_quantity", sa.Integer, nullable=False),
+    sa.Column("schwab_price_per_share_cents", sa.Numeric(30, 18)),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("schwab_order_id", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("completed_at", sa.DateTime(timezone=True)),
+)
+SA_INSERT_ONE = (
+    postgresql.insert(TRADES)
+    .on_conflict_do_nothing(index_elements=["tx_hash", "log_index"])
+    .returning(TRADES.c.id)
+)
+SA_INSERT_MANY = postgresql.insert(TRADES).on_conflict_do_nothing(
+    index_elements=["tx_hash", "log_index"]
+)
+SA_GET = sa.select(TRADES).where(
+    TRADES.c.tx_hash == sa.bindparam("tx_hash"), TRADES.c.log_index == sa.bindparam("log_index")
+)
+SA_PENDING = sa.select(TRADES).where(TRADES.c.status == "PENDING").order_by(TRADES.c.id)
+
+
+def sa_params(trade: Trade, now: datetime) -> dict[str, Any]:
+    """A trade as a SQLAlchemy parameter dict, the way a Core user writes it."""
+    row = {c: getattr(trade, c) for c in TRADE_COLUMNS if c != "id"}
+    row["schwab_instruction"] = trade.schwab_instruction.value
+    row["status"] = trade.status.value
+    row["created_at"] = trade.created_at or now
+    return row
+
+
+def sa_engine(conninfo: str) -> sa.Engine:
+    import psycopg
+
+    return sa.create_engine(
+        "postgresql+psycopg://",
+        creator=lambda: psycopg.connect(conninfo),
+        pool_size=8,
+        max_overflow=0,
+    )
