@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from bench.baselines import sa_engine, sqlite_connect
-from persistence import Database, Settings, Trade, migrate
+from persistence import Database, Trade
 from tests.factories import make_trade
-from tests.support import admin_url, create_database, drop_database, with_database
+from tests.support import admin_url, migrated_database
 
 
 def make_trades(count: int, **overrides: Any) -> list[Trade]:
@@ -34,11 +34,8 @@ def admin() -> str:
 
 @pytest.fixture(scope="module")
 def url(admin: str) -> Iterator[str]:
-    name = create_database(admin, "persistence_bench")
-    target = with_database(admin, name)
-    migrate.apply(Settings(url=target))
-    yield target
-    drop_database(admin, name)
+    with migrated_database(admin, "persistence_bench") as target:
+        yield target
 
 
 @pytest.fixture(scope="module")

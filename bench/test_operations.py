@@ -12,7 +12,7 @@ import pytest
 from bench.conftest import make_trades
 from persistence import Database, health_check, queries
 
-UPDATE_ROUNDS = 300
+UPDATE_ROUNDS = 1_000
 
 
 @pytest.mark.parametrize("variant", ["persistence", "raw_psycopg"])

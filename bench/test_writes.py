@@ -26,7 +26,7 @@ from persistence import Database, Trade, queries
 from persistence.converter import trade_copy_row, trade_params
 from persistence.tables import TRADE_COLUMNS
 
-ONE_ROUNDS = 300
+ONE_ROUNDS = 1_000
 COPY_COLUMNS = tuple(c for c in TRADE_COLUMNS if c != "id")
 COPY_SQL = f"COPY trades ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from persistence import Database, Settings, migrate
+from persistence import Database
 from tests import support
 from tests.support import create_database, drop_database, with_database
 
@@ -44,11 +44,8 @@ def admin_url() -> str:
 @pytest.fixture(scope="session")
 def database_url(admin_url: str) -> Iterator[str]:
     """A database of this run's own, migrated to the newest schema."""
-    name = create_database(admin_url, "persistence_test")
-    url = with_database(admin_url, name)
-    migrate.apply(Settings(url=url))
-    yield url
-    drop_database(admin_url, name)
+    with support.migrated_database(admin_url, "persistence_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -86,9 +83,6 @@ def scratch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def scratch_url(scratch_server: Any) -> Iterator[str]:
     """A migrated database on the throwaway cluster, for tests that stop or kill the server."""
     scratch_server.start()  # a previous test may have left it stopped
-    name = create_database(scratch_server.admin_url, "persistence_fault")
-    url = with_database(scratch_server.admin_url, name)
-    migrate.apply(Settings(url=url))
-    yield url
-    scratch_server.start()
-    drop_database(scratch_server.admin_url, name)
+    with support.migrated_database(scratch_server.admin_url, "persistence_fault") as url:
+        yield url
+        scratch_server.start()

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+if TYPE_CHECKING:
+    from persistence import Database
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,3 +48,37 @@ def drop_database(admin: str, name: str) -> None:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
         )
+
+
+@contextmanager
+def migrated_database(admin: str, prefix: str) -> Iterator[str]:
+    """A new database migrated to the newest schema; dropped on exit."""
+    from persistence import Settings, migrate
+
+    name = create_database(admin, prefix)
+    url = with_database(admin, name)
+    migrate.apply(Settings(url=url))
+    try:
+        yield url
+    finally:
+        drop_database(admin, name)
+
+
+@contextmanager
+def every_connection_busy(db: Database) -> Iterator[None]:
+    """Hold the only connection of a ``max_size=1`` pool in another thread's transaction."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.transaction():
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait(5)
+    try:
+        yield
+    finally:
+        release.set()
+        holder.join()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 from typing import Any
 
 from persistence import Database, health_check
+from tests.support import every_connection_busy
 
 
 def probe(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -49,23 +49,13 @@ def test_a_closed_database_is_unhealthy(database_url: str) -> None:
 
 
 def test_an_exhausted_pool_is_reported_without_queueing(database_url: str) -> None:
-    with Database.connect(database_url, min_size=1, max_size=1, acquire_timeout=5) as db:
-        held = threading.Event()
-        release = threading.Event()
-
-        def hold() -> None:
-            with db.transaction():
-                held.set()
-                release.wait(10)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        held.wait(5)
+    with (
+        Database.connect(database_url, min_size=1, max_size=1, acquire_timeout=5) as db,
+        every_connection_busy(db),
+    ):
         started = time.monotonic()
         report = health_check(db, timeout=5)
         elapsed = time.monotonic() - started
-        release.set()
-        holder.join()
     assert report.status == "degraded"
     assert report.error is not None and "pool is exhausted" in report.error
     assert elapsed < 1  # it did not queue for the 5 s timeout

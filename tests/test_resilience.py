@@ -19,6 +19,7 @@ import pytest
 
 from persistence import Database, DatabaseUnavailable, Trade
 from tests.factories import make_trade
+from tests.support import every_connection_busy
 
 # an operation may take this long while the server is down: probing a refused socket is
 # immediate, so this bounds hangs, it does not measure speed
@@ -126,24 +127,11 @@ def test_a_terminated_connection_is_replaced(scratch_url: str) -> None:
 
 def test_an_exhausted_pool_times_out_with_a_clear_error(scratch_url: str) -> None:
     with Database.connect(scratch_url, min_size=1, max_size=1, acquire_timeout=0.5) as db:
-        held, release = threading.Event(), threading.Event()
-
-        def hold() -> None:
-            with db.transaction():
-                held.set()
-                release.wait(10)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        held.wait(5)
-        started = time.monotonic()
-        try:
+        with every_connection_busy(db):
+            started = time.monotonic()
             with pytest.raises(DatabaseUnavailable, match="pool is exhausted"):
                 db.trades.count()
             assert time.monotonic() - started < 0.5 + 2
-        finally:
-            release.set()
-            holder.join()
         assert db.trades.count() == 0
 
 

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -353,6 +353,34 @@ def _migrations(settings: Settings, directory: Path | None) -> list[Migration]:
     return load_migrations(directory or settings.migrations_dir)
 
 
+def _run(
+    settings: Settings | None,
+    migrations_dir: Path | None,
+    direction: Literal["up", "down"],
+    plan: Callable[[list[Migration], list[AppliedMigration]], list[Migration]],
+    dry_run: bool,
+) -> RunResult:
+    """Under the lock: check the history, plan, then run each migration with its history row."""
+    settings = settings or Settings.from_env()
+    migrations = _migrations(settings, migrations_dir)
+    with _locked_connection(
+        _conninfo(settings), lock_timeout=settings.migration_lock_timeout
+    ) as conn:
+        chosen = plan(migrations, read_history(conn))
+        if dry_run or not chosen:
+            return RunResult(direction, tuple(chosen), dry_run=dry_run)
+        if direction == "up":
+            _ensure_history_table(conn)
+        durations = []
+        for migration in chosen:
+            logger.info(
+                "%s %s", "applying" if direction == "up" else "reverting", migration.path.name
+            )
+            durations.append(_run_one(conn, migration, direction, settings.ddl_lock_timeout))
+            logger.info("done in %d ms", durations[-1])
+        return RunResult(direction, tuple(chosen), tuple(durations))
+
+
 def apply(
     settings: Settings | None = None,
     *,
@@ -361,21 +389,13 @@ def apply(
     dry_run: bool = False,
 ) -> RunResult:
     """Apply the pending migrations (up to ``target``); with ``dry_run``, only plan them."""
-    settings = settings or Settings.from_env()
-    migrations = _migrations(settings, migrations_dir)
-    with _locked_connection(
-        _conninfo(settings), lock_timeout=settings.migration_lock_timeout
-    ) as conn:
-        pending = plan_up(migrations, read_history(conn), target=target)
-        if dry_run or not pending:
-            return RunResult("up", tuple(pending), dry_run=dry_run)
-        _ensure_history_table(conn)
-        durations = []
-        for migration in pending:
-            logger.info("applying %s", migration.path.name)
-            durations.append(_run_one(conn, migration, "up", settings.ddl_lock_timeout))
-            logger.info("applied %s in %d ms", migration.path.name, durations[-1])
-        return RunResult("up", tuple(pending), tuple(durations))
+    return _run(
+        settings,
+        migrations_dir,
+        "up",
+        lambda migrations, applied: plan_up(migrations, applied, target=target),
+        dry_run,
+    )
 
 
 def rollback(
@@ -387,19 +407,13 @@ def rollback(
     dry_run: bool = False,
 ) -> RunResult:
     """Revert applied migrations, newest first: to ``target``, or ``steps`` of them (default 1)."""
-    settings = settings or Settings.from_env()
-    migrations = _migrations(settings, migrations_dir)
-    with _locked_connection(
-        _conninfo(settings), lock_timeout=settings.migration_lock_timeout
-    ) as conn:
-        chosen = plan_down(migrations, read_history(conn), target=target, steps=steps)
-        if dry_run or not chosen:
-            return RunResult("down", tuple(chosen), dry_run=dry_run)
-        durations = []
-        for migration in chosen:
-            logger.info("reverting %s", migration.path.name)
-            durations.append(_run_one(conn, migration, "down", settings.ddl_lock_timeout))
-        return RunResult("down", tuple(chosen), tuple(durations))
+    return _run(
+        settings,
+        migrations_dir,
+        "down",
+        lambda migrations, applied: plan_down(migrations, applied, target=target, steps=steps),
+        dry_run,
+    )
 
 
 def status(
