@@ -46,9 +46,13 @@ converter.register_unstructure_hook(StrEnum, lambda member: member.value)
 
 
 def _row_structure_fn(
-    cls: type[T], columns: tuple[str, ...], **decode: Callable[[Any], Any]
+    cls: type[T], columns: tuple[str, ...], **decode: dict[Any, Any]
 ) -> Callable[[Any, Any], T]:
-    """A function building ``cls`` from a row in ``columns`` order without running validators."""
+    """A function building ``cls`` from a row in ``columns`` order without running validators.
+
+    ``decode`` maps a field to a dict from stored value to model value (the enums), looked up
+    inline: this runs once per fetched row.
+    """
     fields = [field.name for field in attrs.fields(cast(Any, cls))]
     if tuple(fields) != columns:
         raise TypeError(f"{cls.__name__} fields {fields} differ from the columns {columns}")
@@ -58,16 +62,15 @@ def _row_structure_fn(
         value = f"row[{index}]"
         if name in decode:
             namespace[f"_decode_{name}"] = decode[name]
-            value = f"_decode_{name}({value})"
+            value = f"_decode_{name}[{value}]"
         lines.append(f"    _set(obj, {name!r}, {value})")
     lines.append("    return obj")
     exec("\n".join(lines), namespace)  # noqa: S102 - generated from field names, like attrs itself
     return namespace["build"]  # type: ignore[no-any-return]
 
 
-def _by_value(kind: type[StrEnum]) -> Callable[[Any], Any]:
-    members = {member.value: member for member in kind}
-    return lambda value: None if value is None else members[value]
+def _by_value(kind: type[StrEnum]) -> dict[str, StrEnum]:
+    return {member.value: member for member in kind}
 
 
 trade_from_row: Callable[[Any, Any], Trade] = _row_structure_fn(

@@ -1,0 +1,542 @@
+"""Move the bot's SQLite store into PostgreSQL exactly, or say precisely what cannot be moved.
+
+The import is all-or-nothing: one transaction stages every row, checks it against what is stored,
+inserts, verifies counts and exact sums, and commits. A crash or ``kill -9`` at any point leaves
+the target as it was, so running it again gives the same result as an uninterrupted run.
+
+Conversion rules (docs/migrating-from-sqlite.md):
+
+- A REAL is a double. Its value is the shortest decimal that reads back as the same double
+  (``repr``). If that has more decimal places than the column keeps, it is rounded half-even to
+  the column's scale, and kept only if the rounded value still reads back as the same double;
+  otherwise the row is reported (a loss). Integers, and numbers stored as text that parse, are
+  exact. Text that is not a number, Infinity and NaN are reported.
+- Timestamps: ``YYYY-MM-DD HH:MM:SS`` and ISO 8601 with ``T``, fractions up to nanoseconds, ``Z``
+  or an offset; no offset means UTC. Digits below the microsecond are rounded to the nearest
+  microsecond (as PostgreSQL itself does) and each such row is noted in the report. Unix epoch
+  numbers are read by magnitude: seconds, milliseconds, microseconds or nanoseconds.
+- Every row is then built as a :class:`~persistence.Trade` (or SchwabAuth): the library's own
+  validation. Ids are kept and the identity sequence is moved past them. Rows whose
+  (tx_hash, log_index) is already stored are left untouched and reported as present.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import sqlite3
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+import psycopg
+
+from persistence import migrate
+from persistence.config import Settings
+from persistence.connect import build_conninfo, open_connection, server_url
+from persistence.converter import trade_copy_row
+from persistence.errors import PersistenceError, ValidationError
+from persistence.models import AMOUNT, IO_RATIO, PRICE_CENTS, NumericSpec, SchwabAuth, Trade
+from persistence.tables import TRADE_COLUMNS
+
+__all__ = ["ImportFailed", "ImportReport", "Problem", "import_sqlite"]
+
+logger = logging.getLogger(__name__)
+
+MONEY_COLUMNS: dict[str, NumericSpec] = {
+    "onchain_input_amount": AMOUNT,
+    "onchain_output_amount": AMOUNT,
+    "onchain_io_ratio": IO_RATIO,
+    "onchain_price_per_share_cents": PRICE_CENTS,
+    "schwab_price_per_share_cents": PRICE_CENTS,
+}
+TIME_COLUMNS = ("created_at", "completed_at")
+SECRET_COLUMNS = ("access_token", "refresh_token")
+_EXACT = Context(prec=200)
+_TIMESTAMP = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)"
+    r"(?:\.(?P<fraction>\d{1,9}))?\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)?"
+)
+STAGE = "persistence_import_stage"
+
+
+class ImportFailed(PersistenceError):
+    """The import was refused or did not verify; nothing was written."""
+
+
+@attrs.frozen
+class Problem:
+    """A value that cannot be moved as it is, or (kind "note") one moved with a noted change."""
+
+    table: str
+    sqlite_id: Any
+    column: str
+    value: str
+    reason: str
+    kind: str = "invalid"
+
+
+@attrs.frozen
+class ImportReport:
+    """What an import read, moved, skipped and verified."""
+
+    source: str
+    dry_run: bool
+    trades_read: int
+    trades_valid: int
+    trades_inserted: int
+    trades_already_present: int
+    auth_read: int
+    auth_inserted: int
+    invalid: int
+    notes: int
+    seconds: float
+    verified: dict[str, str]
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.trades_read / self.seconds if self.seconds > 0 else 0.0
+
+
+class _RowError(Exception):
+    def __init__(self, column: str, value: Any, reason: str) -> None:
+        self.column, self.value, self.reason = column, value, reason
+
+
+def _shown(column: str, value: Any) -> str:
+    if column in SECRET_COLUMNS:
+        return "(not shown)"
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def to_decimal(column: str, value: Any, spec: NumericSpec) -> Decimal | None:
+    """The exact Decimal for a REAL, INTEGER or TEXT value, fitted to ``spec`` without loss."""
+    if value is None:
+        return None
+    if isinstance(value, bool | bytes | bytearray):
+        raise _RowError(column, value, "is not a number")
+    if isinstance(value, int):
+        exact = Decimal(value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _RowError(column, value, "is not finite (Infinity or NaN)")
+        exact = Decimal(repr(value))
+    elif isinstance(value, str):
+        try:
+            exact = Decimal(value.strip())
+        except InvalidOperation:
+            raise _RowError(column, value, "is text that is not a number") from None
+        if not exact.is_finite():
+            raise _RowError(column, value, "is not finite (Infinity or NaN)")
+    else:
+        raise _RowError(column, value, f"is a {type(value).__name__}, not a number")
+    exponent = exact.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > spec.scale:
+        rounded = exact.quantize(Decimal(1).scaleb(-spec.scale), ROUND_HALF_EVEN, _EXACT)
+        # rounding is allowed only within the double's own resolution
+        if (
+            not isinstance(value, float)
+            or float(rounded) != value
+            or (rounded == 0) != (value == 0)
+        ):
+            raise _RowError(
+                column,
+                value,
+                f"has more than {spec.scale} decimal places and rounding would change it "
+                "beyond a double's resolution",
+            )
+        exact = rounded
+    whole = exact.adjusted() + 1
+    if whole > spec.precision - spec.scale:
+        raise _RowError(
+            column,
+            value,
+            f"is too large: at most {spec.precision - spec.scale} digits before the point",
+        )
+    return exact
+
+
+def _epoch(column: str, value: float | int | Decimal) -> datetime:
+    magnitude = abs(float(value))
+    for low, high, scale in (
+        (1e9, 1e11, 1),
+        (1e12, 1e14, 10**3),
+        (1e15, 1e17, 10**6),
+        (1e18, 1e20, 10**9),
+    ):
+        if low <= magnitude < high:
+            micros = (Decimal(repr(value)) if isinstance(value, float) else Decimal(value)) * (
+                Decimal(10**6) / scale
+            )
+            whole = int(micros.to_integral_value(ROUND_HALF_EVEN))
+            return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=whole)
+    raise _RowError(
+        column,
+        value,
+        "is a number that is not a plausible Unix time (seconds, ms, µs or ns after 2001)",
+    )
+
+
+def to_datetime(column: str, value: Any) -> tuple[datetime | None, bool]:
+    """An aware UTC datetime, and whether sub-microsecond digits were rounded."""
+    if value is None:
+        return None, False
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return _epoch(column, value), False
+    if not isinstance(value, str):
+        raise _RowError(column, value, "is not a timestamp")
+    text = value.strip()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return _epoch(column, Decimal(text)), False
+    match = _TIMESTAMP.fullmatch(text)
+    if match is None:
+        raise _RowError(column, value, "is not a timestamp this import reads")
+    clock = match["time"] if match["time"].count(":") == 2 else match["time"] + ":00"
+    try:
+        moment = datetime.fromisoformat(f"{match['date']}T{clock}")
+    except ValueError:
+        raise _RowError(column, value, "is not a valid date and time") from None
+    zone = match["zone"]
+    if zone in (None, "Z", "z"):
+        tz: timezone = UTC
+    else:
+        digits = zone[1:].replace(":", "")
+        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+        tz = timezone(offset if zone[0] == "+" else -offset)
+    fraction = match["fraction"] or ""
+    nanos = int(fraction.ljust(9, "0")) if fraction else 0
+    micros, rest = divmod(nanos, 1000)
+    if rest > 500 or (rest == 500 and micros % 2):
+        micros += 1
+    moment = (moment + timedelta(microseconds=micros)).replace(tzinfo=tz).astimezone(UTC)
+    return moment, rest != 0
+
+
+def _validation_column(error: ValidationError, default: str) -> str:
+    match = re.match(r"(\w+)[=:]", str(error))
+    return match.group(1) if match else default
+
+
+def _trade_from_sqlite(row: sqlite3.Row, note: Callable[[str, Any, str], None]) -> Trade:
+    fields: dict[str, Any] = {}
+    for column in TRADE_COLUMNS:
+        value = row[column]
+        if column in MONEY_COLUMNS:
+            fields[column] = to_decimal(column, value, MONEY_COLUMNS[column])
+        elif column in TIME_COLUMNS:
+            fields[column], rounded = to_datetime(column, value)
+            if rounded:
+                note(column, value, "rounded to the microsecond (PostgreSQL keeps microseconds)")
+        elif value is None and column not in ("schwab_order_id", "id"):
+            raise _RowError(column, value, "is NULL, and the column requires a value")
+        else:
+            fields[column] = value
+    if fields["created_at"] is None:
+        raise _RowError("created_at", None, "is NULL, and the column requires a value")
+    try:
+        return Trade(**fields)
+    except ValidationError as error:
+        column = _validation_column(error, "row")
+        value = row[column] if column in TRADE_COLUMNS else None
+        raise _RowError(column, value, str(error)) from None
+
+
+def _auth_from_sqlite(row: sqlite3.Row) -> SchwabAuth:
+    fields: dict[str, Any] = {}
+    for column in ("access_token", "refresh_token"):
+        fields[column] = row[column]
+    for column in ("access_token_fetched_at", "refresh_token_fetched_at"):
+        fields[column], _ = to_datetime(column, row[column])
+    try:
+        return SchwabAuth(**fields)
+    except ValidationError as error:
+        column = _validation_column(error, "row")
+        raise _RowError(column, None, str(error).split(":", 1)[-1].strip()) from None
+
+
+def _open_source(path: Path) -> sqlite3.Connection:
+    if not path.is_file():
+        raise ImportFailed(f"{path} is not a file")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn.row_factory = sqlite3.Row
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as exc:
+        raise ImportFailed(f"{path} is not a SQLite database the import can read: {exc}") from None
+    if "trades" not in names:
+        raise ImportFailed(f"{path} has no trades table: is it the bot's database?")
+    return conn
+
+
+_STAGE_COLUMNS = ",".join(f'"{c}"' for c in TRADE_COLUMNS)
+# the columns' types and none of their constraints: every check happens in Python first
+_STAGE_DDL = (
+    f'CREATE TEMPORARY TABLE "{STAGE}" (tx_hash text, log_index integer, '
+    "onchain_input_symbol text, onchain_input_amount numeric(38,18), "
+    "onchain_output_symbol text, onchain_output_amount numeric(38,18), "
+    "onchain_io_ratio numeric(60,30), onchain_price_per_share_cents numeric(30,18), "
+    "schwab_ticker text, schwab_instruction text, schwab_quantity integer, "
+    "schwab_price_per_share_cents numeric(30,18), status text, schwab_order_id text, "
+    "id bigint, created_at timestamptz, completed_at timestamptz) ON COMMIT DROP"
+)
+_COPY_STAGE = f'COPY "{STAGE}" ({_STAGE_COLUMNS}) FROM STDIN'
+_SUMS = ", ".join(f'sum("{c}")' for c in MONEY_COLUMNS)
+
+
+class _Progress:
+    """A one-line progress display on a terminal; silent otherwise."""
+
+    def __init__(self, total: int, stream: IO[str] | None) -> None:
+        self.total, self.stream, self.started, self.shown = total, stream, time.monotonic(), 0.0
+
+    def update(self, done: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if self.stream is None or (not final and now - self.shown < 0.2):
+            return
+        self.shown = now
+        rate = done / max(now - self.started, 1e-9)
+        share = done / self.total if self.total else 1.0
+        bar = "#" * int(share * 30)
+        self.stream.write(f"\r[{bar:<30}] {done:,}/{self.total:,} rows, {rate:,.0f} rows/s")
+        if final:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def import_sqlite(
+    path: Path | str,
+    settings: Settings | None = None,
+    *,
+    dry_run: bool = False,
+    skip_invalid: bool = False,
+    on_problem: Callable[[Problem], None] | None = None,
+    progress: IO[str] | None = None,
+    batch_size: int = 20_000,
+) -> ImportReport:
+    """Import the bot's SQLite file at ``path``; the module docstring has every rule.
+
+    ``on_problem`` is called with each invalid row and each noted change. By default one invalid
+    row fails the import and nothing is written; ``skip_invalid`` imports the valid rows.
+    ``dry_run`` does everything but commit, and leaves an unmigrated target unmigrated.
+    """
+    started = time.monotonic()
+    source_path = Path(path)
+    source = _open_source(source_path)
+    settings = settings or Settings.from_env()
+    if not dry_run:
+        migrate.apply(settings)
+    counts = {"invalid": 0, "note": 0}
+
+    def record(problem: Problem) -> None:
+        counts[problem.kind] += 1
+        if on_problem is not None:
+            on_problem(problem)
+
+    total = source.execute("SELECT count(*) FROM trades").fetchone()[0]
+    conn = open_connection(build_conninfo(settings, server_url(settings)))
+    try:
+        with conn.transaction() as tx:
+            has_schema = conn.execute("SELECT to_regclass('trades') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+            conn.execute(_STAGE_DDL)
+            bar = _Progress(total, progress)
+            read, valid, sums = _stage_trades(conn, source, record, bar, batch_size)
+            auth_rows, auth = _read_auth(source, record)
+            if counts["invalid"] and not skip_invalid:
+                raise ImportFailed(
+                    f"{counts['invalid']} invalid row(s); nothing was imported. The report lists "
+                    "each row's SQLite id, column, value and reason: fix them in a copy of the "
+                    "file, or run again with --skip-invalid to import the valid rows only"
+                )
+            _verify_stage(conn, valid, sums)
+            present = inserted = auth_inserted = 0
+            verified = {"trades": f"{valid} rows staged; count and sums equal to the source"}
+            if has_schema:  # a dry run on an empty database has nothing to compare with
+                present, inserted = _insert(conn, valid, record)
+                verified["trades"] = (
+                    f"{inserted} rows inserted; counts and sums equal to the source"
+                )
+                if auth is not None:
+                    auth_inserted = _insert_auth(conn, auth, record)
+            verified.update({column: str(amount) for column, amount in sums.items()})
+            if dry_run:
+                raise psycopg.Rollback(tx)
+    finally:
+        conn.close()
+        source.close()
+    return ImportReport(
+        source=str(source_path),
+        dry_run=dry_run,
+        trades_read=read,
+        trades_valid=valid,
+        trades_inserted=inserted,
+        trades_already_present=present,
+        auth_read=auth_rows,
+        auth_inserted=auth_inserted,
+        invalid=counts["invalid"],
+        notes=counts["note"],
+        seconds=time.monotonic() - started,
+        verified=verified,
+    )
+
+
+def _stage_trades(
+    conn: psycopg.Connection[Any],
+    source: sqlite3.Connection,
+    record: Callable[[Problem], None],
+    bar: _Progress,
+    batch_size: int,
+) -> tuple[int, int, dict[str, Decimal]]:
+    """COPY every valid trade into the staging table; returns rows read, valid, and exact sums."""
+    sums = dict.fromkeys(MONEY_COLUMNS, Decimal(0))
+    read = valid = 0
+    rows = source.execute("SELECT * FROM trades ORDER BY id")
+    with conn.cursor() as cursor, cursor.copy(_COPY_STAGE) as copy:
+        while batch := rows.fetchmany(batch_size):
+            for row in batch:
+                read += 1
+                sqlite_id = row["id"]
+
+                def note(column: str, value: Any, reason: str, at: Any = sqlite_id) -> None:
+                    record(Problem("trades", at, column, _shown(column, value), reason, "note"))
+
+                try:
+                    trade = _trade_from_sqlite(row, note)
+                except _RowError as error:
+                    shown = _shown(error.column, error.value)
+                    record(Problem("trades", sqlite_id, error.column, shown, error.reason))
+                    continue
+                valid += 1
+                for column in MONEY_COLUMNS:
+                    amount = getattr(trade, column)
+                    if amount is not None:
+                        sums[column] = _EXACT.add(sums[column], amount)
+                copy.write_row(trade_copy_row(trade))
+            bar.update(read)
+    bar.update(read, final=True)
+    return read, valid, sums
+
+
+def _read_auth(
+    source: sqlite3.Connection, record: Callable[[Problem], None]
+) -> tuple[int, SchwabAuth | None]:
+    try:
+        rows = source.execute("SELECT * FROM schwab_auth").fetchall()
+    except sqlite3.OperationalError:
+        return 0, None  # a file from before the bot kept tokens
+    chosen = None
+    for row in rows:
+        try:
+            chosen = _auth_from_sqlite(row)
+        except _RowError as error:
+            record(Problem("schwab_auth", row["id"], error.column, "(not shown)", error.reason))
+    return len(rows), chosen
+
+
+def _sums(conn: psycopg.Connection[Any], query: str) -> tuple[Any, ...]:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return tuple(Decimal(0) if value is None else value for value in row)
+
+
+_STAGE_SUMS = f'SELECT count(*), {", ".join(f"sum({c})" for c in MONEY_COLUMNS)} FROM "{STAGE}"'
+_STORED_SUMS = (
+    f"SELECT count(*), {', '.join(f'sum(t.{c})' for c in MONEY_COLUMNS)} "
+    f'FROM trades t JOIN "{STAGE}" s ON s.id = t.id'
+)
+
+
+def _verify_stage(conn: psycopg.Connection[Any], valid: int, sums: dict[str, Decimal]) -> None:
+    staged = _sums(conn, _STAGE_SUMS)
+    if staged != (valid, *sums.values()):
+        raise ImportFailed(
+            f"verification failed: the staged rows' count or sums differ from the source "
+            f"({staged[0]} rows for {valid}); nothing was imported"
+        )
+
+
+def _insert(
+    conn: psycopg.Connection[Any], valid: int, record: Callable[[Problem], None]
+) -> tuple[int, int]:
+    """Insert the staged trades that are not stored yet; returns (already present, inserted)."""
+    duplicates = conn.execute(
+        "SELECT id, log_index FROM (SELECT id, log_index, row_number() OVER "
+        f'(PARTITION BY tx_hash, log_index ORDER BY id) AS n FROM "{STAGE}") d WHERE n > 1'
+    ).fetchall()
+    for sqlite_id, log_index in duplicates:
+        reason = (
+            f"repeats the (tx_hash, log_index {log_index}) of an earlier row "
+            "once hex is lower-cased"
+        )
+        record(Problem("trades", sqlite_id, "tx_hash", "", reason))
+    clashes = conn.execute(
+        f'SELECT s.id FROM "{STAGE}" s JOIN trades t ON t.id = s.id '
+        "WHERE (t.tx_hash, t.log_index) <> (s.tx_hash, s.log_index)"
+    ).fetchall()
+    for (sqlite_id,) in clashes:
+        record(
+            Problem(
+                "trades", sqlite_id, "id", repr(sqlite_id), "is used by another trade in PostgreSQL"
+            )
+        )
+    if duplicates or clashes:
+        raise ImportFailed(
+            f"{len(duplicates)} duplicate key(s) and {len(clashes)} id clash(es); "
+            "nothing was imported"
+        )
+    present = conn.execute(
+        f'DELETE FROM "{STAGE}" s USING trades t '
+        "WHERE t.tx_hash = s.tx_hash AND t.log_index = s.log_index RETURNING s.id"
+    ).fetchall()
+    for (sqlite_id,) in present:
+        record(Problem("trades", sqlite_id, "tx_hash", "", "already stored: kept as it is", "note"))
+    # with the bot stopped nothing races this; if something does, the unique key fails the import
+    inserted = conn.execute(
+        f'INSERT INTO trades ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM "{STAGE}"'
+    ).rowcount
+    conn.execute(
+        "SELECT setval(pg_get_serial_sequence('trades', 'id'), "
+        "GREATEST((SELECT max(id) FROM trades), (SELECT last_value FROM trades_id_seq)))"
+    )
+    if _sums(conn, _STORED_SUMS) != _sums(conn, _STAGE_SUMS) or inserted + len(present) != valid:
+        raise ImportFailed("verification failed after the insert; nothing was imported")
+    return len(present), inserted
+
+
+def _insert_auth(
+    conn: psycopg.Connection[Any], auth: SchwabAuth, record: Callable[[Problem], None]
+) -> int:
+    inserted = conn.execute(
+        "INSERT INTO schwab_auth (id, access_token, access_token_fetched_at, refresh_token, "
+        "refresh_token_fetched_at) VALUES (1, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+        (
+            auth.access_token,
+            auth.access_token_fetched_at,
+            auth.refresh_token,
+            auth.refresh_token_fetched_at,
+        ),
+    ).rowcount
+    if not inserted:
+        record(
+            Problem(
+                "schwab_auth",
+                1,
+                "access_token",
+                "(not shown)",
+                "tokens already stored: kept",
+                "note",
+            )
+        )
+    return inserted
+
+
+def progress_stream() -> IO[str] | None:
+    """stderr when it is a terminal, else None (quiet in logs and CI)."""
+    return sys.stderr if sys.stderr.isatty() else None

