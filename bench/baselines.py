@@ -12,31 +12,8 @@ from sqlalchemy.dialects import postgresql
 
 from persistence import Trade
 from persistence.tables import TRADE_COLUMNS
+from tests.bot_store import SCHEMA
 
-# The bot's SQLite layout: money in REAL columns, DATETIME as text.
-SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS trades (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    tx_hash TEXT NOT NULL,
-    log_index INTEGER NOT NULL,
-    onchain_input_symbol TEXT NOT NULL,
-    onchain_input_amount REAL NOT NULL,
-    onchain_output_symbol TEXT NOT NULL,
-    onchain_output_amount REAL NOT NULL,
-    onchain_io_ratio REAL NOT NULL,
-    onchain_price_per_share_cents REAL NOT NULL,
-    schwab_ticker TEXT NOT NULL,
-    schwab_instruction TEXT NOT NULL CHECK (schwab_instruction IN ('BUY', 'SELL')),
-    schwab_quantity INTEGER NOT NULL,
-    schwab_price_per_share_cents REAL,
-    status TEXT NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'COMPLETED', 'FAILED')),
-    schwab_order_id TEXT,
-    created_at DATETIME NOT NULL DEFAULT (datetime('now')),
-    completed_at DATETIME,
-    UNIQUE (tx_hash, log_index)
-);
-CREATE INDEX IF NOT EXISTS trades_status ON trades (status);
-"""
 SQLITE_COLUMNS = tuple(c for c in TRADE_COLUMNS if c != "id")
 SQLITE_INSERT = (
     f"INSERT OR IGNORE INTO trades ({', '.join(SQLITE_COLUMNS)}) "
@@ -51,7 +28,7 @@ def sqlite_connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(SQLITE_SCHEMA)
+    conn.executescript(SCHEMA)
     return conn
 
 

@@ -8,9 +8,10 @@ Conversion rules (docs/migrating-from-sqlite.md):
 
 - A REAL is a double. Its value is the shortest decimal that reads back as the same double
   (``repr``). If that has more decimal places than the column keeps, it is rounded half-even to
-  the column's scale, and kept only if the rounded value still reads back as the same double;
-  otherwise the row is reported (a loss). Integers, and numbers stored as text that parse, are
-  exact. Text that is not a number, Infinity and NaN are reported.
+  the column's scale, and kept only if the rounded value is within one ulp of the double's exact
+  binary value (its own resolution); otherwise the row is reported (a loss). Integers, and
+  numbers stored as text that parse, are exact. Text that is not a number, Infinity and NaN are
+  reported.
 - Timestamps: ``YYYY-MM-DD HH:MM:SS`` and ISO 8601 with ``T``, fractions up to nanoseconds, ``Z``
   or an offset; no offset means UTC. Digits below the microsecond are rounded to the nearest
   microsecond (as PostgreSQL itself does) and each such row is noted in the report. Unix epoch
@@ -141,17 +142,16 @@ def to_decimal(column: str, value: Any, spec: NumericSpec) -> Decimal | None:
     assert isinstance(exponent, int)
     if -exponent > spec.scale:
         rounded = exact.quantize(Decimal(1).scaleb(-spec.scale), ROUND_HALF_EVEN, _EXACT)
-        # rounding is allowed only within the double's own resolution
-        if (
-            not isinstance(value, float)
-            or float(rounded) != value
-            or (rounded == 0) != (value == 0)
+        # rounding is allowed within the double's own resolution: at most one ulp from its
+        # exact binary value (the shortest repr already is the fewest digits that read back)
+        if not isinstance(value, float) or abs(_EXACT.subtract(rounded, Decimal(value))) > Decimal(
+            math.ulp(value)
         ):
             raise _RowError(
                 column,
                 value,
-                f"has more than {spec.scale} decimal places and rounding would change it "
-                "beyond a double's resolution",
+                f"has more than {spec.scale} decimal places and rounding would move it by more "
+                "than the double's resolution (one ulp)",
             )
         exact = rounded
     whole = exact.adjusted() + 1
