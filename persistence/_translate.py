@@ -60,6 +60,11 @@ def translate(exc: BaseException, *, acquire_timeout: float | None = None) -> Pe
         return Conflict(f"concurrent update, retry the transaction: {_describe(exc)}")
     if isinstance(exc, _VALIDATION):
         return ValidationError(f"the database refused a value: {_describe(exc)}")
+    if isinstance(exc, pg.InvalidSqlStatementName):
+        return PersistenceError(
+            f"database error: {_describe(exc)}; behind PgBouncer in transaction mode (before "
+            "1.21), set PERSISTENCE_PREPARE_THRESHOLD=none"
+        )
     if isinstance(exc, psycopg.Error):
         return PersistenceError(f"database error: {_describe(exc)}")
     raise TypeError(f"not a database error: {exc!r}")

@@ -69,8 +69,12 @@ class EmbeddedServer:
         while True:
             try:
                 return self._start()
-            except DatabaseUnavailable:
-                if time.monotonic() >= deadline:
+            except DatabaseUnavailable as exc:
+                crash_leftover = any(
+                    mark in str(exc)
+                    for mark in ("shared memory", "lock file", "another postmaster")
+                )
+                if not crash_leftover or time.monotonic() >= deadline:
                     raise
                 time.sleep(0.2)
 
@@ -103,15 +107,16 @@ class EmbeddedServer:
         try:
             if self._server is None:
                 cleanup = "delete" if self._delete_on_exit else None
+                # the package caches one handle per directory, even after its server stopped
                 self._server = package.get_server(self.data_dir, cleanup_mode=cleanup)
-            else:
-                with self._server._lock:
-                    self._server.ensure_postgres_running()
-        except (subprocess.SubprocessError, OSError, AssertionError) as exc:
+            with self._server._lock:
+                self._server.ensure_postgres_running()
+        except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError):
             raise DatabaseUnavailable(
-                f"the embedded PostgreSQL in {self.data_dir} did not start ({exc}); its log is "
-                f"{self.data_dir / 'log'}. If the directory holds a stale or foreign cluster, stop "
-                "any server using it and move the directory away"
+                f"the embedded PostgreSQL in {self.data_dir} did not start: "
+                f"{self._log_tail() or 'no server log'} (log: {self.data_dir / 'log'}). If the "
+                "directory holds a stale or foreign cluster, stop any server using it and move "
+                "the directory away"
             ) from None
         return self
 
@@ -153,6 +158,13 @@ class EmbeddedServer:
                 # another process may create it first
                 with suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
                     conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+    def _log_tail(self, lines: int = 2) -> str:
+        try:
+            text = (self.data_dir / "log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " / ".join(line.strip() for line in text[-lines:])
 
     @staticmethod
     def _system_user() -> str | None:

@@ -11,10 +11,12 @@ Tests that need no server (models, queries, config) run anywhere: ``pytest -m "n
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from persistence import Database
 from tests import support
@@ -43,9 +45,19 @@ def admin_url() -> str:
 
 @pytest.fixture(scope="session")
 def database_url(admin_url: str) -> Iterator[str]:
-    """A database of this run's own, migrated to the newest schema."""
+    """A database of this run's own, migrated to the newest schema.
+
+    With ``TEST_DATABASE_PROXY=HOST:PORT`` (a PgBouncer in front of the same server) it is
+    created and migrated directly, and the tests reach it through the proxy.
+    """
     with support.migrated_database(admin_url, "persistence_test") as url:
-        yield url
+        proxy = os.environ.get("TEST_DATABASE_PROXY")
+        if not proxy:
+            yield url
+            return
+        support.set_session_defaults(url)
+        host, port = proxy.rsplit(":", 1)
+        yield make_conninfo(url, host=host, port=port)
 
 
 @pytest.fixture(scope="session")

