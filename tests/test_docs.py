@@ -23,3 +23,21 @@ def test_usage_examples_run(
     code = python_blocks(DOCS / "usage.md")
     assert "Database.connect(" in code
     exec(compile(code, str(DOCS / "usage.md"), "exec"), {"__name__": "usage_doc"})  # noqa: S102
+
+
+def sql_blocks(page: Path) -> list[str]:
+    return re.findall(r"```sql\n(.*?)```", page.read_text(), flags=re.S)
+
+
+@pytest.mark.parametrize("page", ["production.md", "troubleshooting.md"])
+def test_sql_in_the_docs_runs(db: Database, page: str) -> None:
+    blocks = sql_blocks(DOCS / page)
+    assert blocks
+    ran = 0
+    with db.pool.connection() as conn:
+        for block in blocks:
+            if "-- requires:" in block:  # an extension the test server need not have
+                continue
+            conn.execute(block)
+            ran += 1
+    assert ran == len(blocks) - sum("-- requires:" in b for b in blocks)

@@ -9,7 +9,11 @@ import time
 from typing import Any
 
 from persistence import Database, health_check
+from persistence.migrate import load_migrations
 from tests.support import every_connection_busy
+
+SHIPPED = load_migrations()
+LATEST = SHIPPED[-1].version
 
 
 def probe(url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -28,7 +32,7 @@ def test_a_migrated_database_is_healthy(db: Database) -> None:
     assert report.status == "healthy", report
     assert report.error is None
     assert report.pending_migrations == 0 and report.drift == ()
-    assert report.schema_version == report.latest_migration == 1
+    assert report.schema_version == report.latest_migration == LATEST
     assert report.latency_ms is not None and report.latency_ms > 0
     assert report.server_version and report.database
     assert report.pool["max_size"] == db.settings.max_size
@@ -38,8 +42,8 @@ def test_a_database_behind_the_code_is_degraded(empty_database_url: str) -> None
     with Database.connect(empty_database_url) as db:
         report = health_check(db)
     assert report.status == "degraded"
-    assert report.pending_migrations == 1 and report.schema_version is None
-    assert report.error == "1 migration(s) pending"
+    assert report.pending_migrations == len(SHIPPED) and report.schema_version is None
+    assert report.error == f"{len(SHIPPED)} migration(s) pending"
 
 
 def test_a_closed_database_is_unhealthy(database_url: str) -> None:
@@ -70,7 +74,8 @@ def test_cli_healthy_degraded_and_unhealthy_exit_codes(
 
     behind = probe(empty_database_url, "--timeout", "3")
     assert behind.returncode == 3
-    assert "status: degraded" in behind.stdout and "pending_migrations: 1" in behind.stdout
+    assert "status: degraded" in behind.stdout
+    assert f"pending_migrations: {len(SHIPPED)}" in behind.stdout
 
     scratch_server.start()
     url = scratch_server.url("postgres")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -266,6 +267,12 @@ def test_a_file_that_is_not_the_bots_is_refused(tmp_path: Path, empty_database_u
     other.write_bytes(b"not sqlite at all" * 100)
     with pytest.raises(ImportFailed, match="not a SQLite database"):
         run(other, empty_database_url)
+    older = tmp_path / "older.db"
+    conn = sqlite3.connect(older)
+    conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY, tx_hash TEXT)")
+    conn.close()
+    with pytest.raises(ImportFailed, match=r"lacks the bot's column.*log_index"):
+        run(older, empty_database_url)
 
 
 def test_kill_9_mid_import_then_rerun_equals_an_uninterrupted_import(

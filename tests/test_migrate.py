@@ -24,6 +24,17 @@ from persistence.migrate import LOCK_KEY, checksum, default_migrations_dir, load
 from tests.support import postgres_binary
 
 SHIPPED = default_migrations_dir()
+SHIPPED_VERSIONS = [m.version for m in load_migrations()]
+LATEST = SHIPPED_VERSIONS[-1]
+
+
+def add_migration(folder: Path, offset: int, name: str, up: str, down: str | None = None) -> str:
+    """Write migration LATEST + offset (down too, when given); returns its file stem."""
+    stem = f"{LATEST + offset:04d}_{name}"
+    (folder / f"{stem}.up.sql").write_text(up)
+    if down is not None:
+        (folder / f"{stem}.down.sql").write_text(down)
+    return stem
 
 
 def cli(
@@ -126,14 +137,17 @@ def test_up_down_up_gives_the_same_schema(empty_database_url: str) -> None:
 
 
 def test_down_steps_and_up_to(empty_database_url: str, migrations_dir: Path) -> None:
-    (migrations_dir / "0002_add_notes.up.sql").write_text("CREATE TABLE notes (id int);\n")
-    (migrations_dir / "0002_add_notes.down.sql").write_text("DROP TABLE notes;\n")
+    add_migration(
+        migrations_dir, 1, "add_notes", "CREATE TABLE notes (id int);\n", "DROP TABLE notes;\n"
+    )
     settings = Settings(url=empty_database_url, migrations_dir=migrations_dir)
-    assert [m.version for m in migrate.apply(settings, target=1).migrations] == [1]
-    assert [m.version for m in migrate.apply(settings).migrations] == [2]
-    assert [m.version for m in migrate.rollback(settings, steps=1).migrations] == [2]
+    assert [
+        m.version for m in migrate.apply(settings, target=LATEST).migrations
+    ] == SHIPPED_VERSIONS
+    assert [m.version for m in migrate.apply(settings).migrations] == [LATEST + 1]
+    assert [m.version for m in migrate.rollback(settings, steps=1).migrations] == [LATEST + 1]
     assert "notes" not in tables(empty_database_url)
-    assert [v for v, _ in history(empty_database_url)] == [1]
+    assert [v for v, _ in history(empty_database_url)] == SHIPPED_VERSIONS
 
 
 def test_eight_runners_at_once_apply_each_migration_once(empty_database_url: str) -> None:
@@ -151,7 +165,7 @@ def test_eight_runners_at_once_apply_each_migration_once(empty_database_url: str
     outputs = [runner.communicate(timeout=120) for runner in runners]
     assert [runner.returncode for runner in runners] == [0] * 8, [err for _, err in outputs]
     applied_lines = sum(out.count("applied 0001") for out, _ in outputs)
-    assert applied_lines == 1
+    assert applied_lines == 1  # one runner applied everything; the others found nothing to do
     assert sum("nothing to do" in out for out, _ in outputs) == 7
     assert [v for v, _ in history(empty_database_url)] == [m.version for m in load_migrations()]
 
@@ -159,18 +173,20 @@ def test_eight_runners_at_once_apply_each_migration_once(empty_database_url: str
 def test_failing_migration_leaves_nothing_and_names_the_line(
     empty_database_url: str, migrations_dir: Path
 ) -> None:
-    broken = migrations_dir / "0002_broken.up.sql"
-    broken.write_text(
+    broken = add_migration(
+        migrations_dir,
+        1,
+        "broken",
         "CREATE TABLE half_done (id int);\n"
         "INSERT INTO half_done VALUES (1);\n"
-        "SELECT no_such_column FROM half_done;\n"
+        "SELECT no_such_column FROM half_done;\n",
+        "DROP TABLE half_done;\n",
     )
-    (migrations_dir / "0002_broken.down.sql").write_text("DROP TABLE half_done;\n")
-    migrate.apply(Settings(url=empty_database_url), target=1)
+    migrate.apply(Settings(url=empty_database_url))
     before = history(empty_database_url)
     result = cli(url=empty_database_url, env={"PERSISTENCE_MIGRATIONS_DIR": str(migrations_dir)})
     assert result.returncode == 1
-    assert "0002_broken.up.sql, line 3" in result.stderr
+    assert f"{broken}.up.sql, line 3" in result.stderr
     assert "no_such_column" in result.stderr
     assert "half_done" not in tables(empty_database_url)
     assert history(empty_database_url) == before
@@ -200,21 +216,28 @@ def test_line_endings_do_not_change_the_checksum() -> None:
 def test_database_ahead_of_the_code_is_refused(
     empty_database_url: str, migrations_dir: Path, tmp_path: Path
 ) -> None:
-    (migrations_dir / "0002_extra.up.sql").write_text("CREATE TABLE extra (id int);\n")
-    (migrations_dir / "0002_extra.down.sql").write_text("DROP TABLE extra;\n")
+    add_migration(
+        migrations_dir, 1, "extra", "CREATE TABLE extra (id int);\n", "DROP TABLE extra;\n"
+    )
     migrate.apply(Settings(url=empty_database_url, migrations_dir=migrations_dir))
-    with pytest.raises(MigrationDrift, match=r"version 2 .* no file"):
+    with pytest.raises(MigrationDrift, match=rf"version {LATEST + 1} .* no file"):
         migrate.apply(Settings(url=empty_database_url))
 
 
 def test_out_of_order_migration_is_refused(empty_database_url: str, migrations_dir: Path) -> None:
-    (migrations_dir / "0003_later.up.sql").write_text("CREATE TABLE later (id int);\n")
-    (migrations_dir / "0003_later.down.sql").write_text("DROP TABLE later;\n")
+    add_migration(
+        migrations_dir, 2, "later", "CREATE TABLE later (id int);\n", "DROP TABLE later;\n"
+    )
     settings = Settings(url=empty_database_url, migrations_dir=migrations_dir)
     migrate.apply(settings)
-    (migrations_dir / "0002_forgotten.up.sql").write_text("CREATE TABLE forgotten (id int);\n")
-    (migrations_dir / "0002_forgotten.down.sql").write_text("DROP TABLE forgotten;\n")
-    with pytest.raises(MigrationDrift, match=r"0002_forgotten\.up\.sql was never applied"):
+    forgotten = add_migration(
+        migrations_dir,
+        1,
+        "forgotten",
+        "CREATE TABLE forgotten (id int);\n",
+        "DROP TABLE forgotten;\n",
+    )
+    with pytest.raises(MigrationDrift, match=rf"{forgotten}\.up\.sql was never applied"):
         migrate.apply(settings)
     assert "forgotten" not in tables(empty_database_url)
 
@@ -222,15 +245,16 @@ def test_out_of_order_migration_is_refused(empty_database_url: str, migrations_d
 def test_no_transaction_migration_can_create_an_index_concurrently(
     empty_database_url: str, migrations_dir: Path
 ) -> None:
-    (migrations_dir / "0002_index_symbols.up.sql").write_text(
+    add_migration(
+        migrations_dir,
+        1,
+        "index_symbols",
         "-- persistence:no-transaction\n"
-        "CREATE INDEX CONCURRENTLY trades_symbol_idx ON trades (onchain_input_symbol);\n"
-    )
-    (migrations_dir / "0002_index_symbols.down.sql").write_text(
-        "-- persistence:no-transaction\nDROP INDEX CONCURRENTLY trades_symbol_idx;\n"
+        "CREATE INDEX CONCURRENTLY trades_symbol_idx ON trades (onchain_input_symbol);\n",
+        "-- persistence:no-transaction\nDROP INDEX CONCURRENTLY trades_symbol_idx;\n",
     )
     settings = Settings(url=empty_database_url, migrations_dir=migrations_dir)
-    assert load_migrations(migrations_dir)[1].no_transaction
+    assert load_migrations(migrations_dir)[-1].no_transaction
     migrate.apply(settings)
     with psycopg.connect(empty_database_url) as conn:
         assert conn.execute("SELECT to_regclass('trades_symbol_idx')").fetchone() == (
@@ -262,8 +286,13 @@ def test_ddl_lock_timeout_fails_fast_behind_a_busy_table(
 ) -> None:
     settings = Settings(url=empty_database_url, ddl_lock_timeout=0.3)
     migrate.apply(settings)
-    (migrations_dir / "0002_alter.up.sql").write_text("ALTER TABLE trades ADD COLUMN note text;\n")
-    (migrations_dir / "0002_alter.down.sql").write_text("ALTER TABLE trades DROP COLUMN note;\n")
+    add_migration(
+        migrations_dir,
+        1,
+        "alter",
+        "ALTER TABLE trades ADD COLUMN note text;\n",
+        "ALTER TABLE trades DROP COLUMN note;\n",
+    )
     with psycopg.connect(empty_database_url) as busy:
         busy.execute("SELECT count(*) FROM trades")  # holds ACCESS SHARE until rollback
         with pytest.raises(MigrationFailed, match="lock timeout"):
@@ -272,13 +301,13 @@ def test_ddl_lock_timeout_fails_fast_behind_a_busy_table(
                     url=empty_database_url, migrations_dir=migrations_dir, ddl_lock_timeout=0.3
                 )
             )
-    assert [v for v, _ in history(empty_database_url)] == [1]
+    assert [v for v, _ in history(empty_database_url)] == SHIPPED_VERSIONS
 
 
 def test_rolling_back_without_a_down_file_is_refused(
     empty_database_url: str, migrations_dir: Path
 ) -> None:
-    (migrations_dir / "0002_one_way.up.sql").write_text("CREATE TABLE one_way (id int);\n")
+    add_migration(migrations_dir, 1, "one_way", "CREATE TABLE one_way (id int);\n")
     settings = Settings(url=empty_database_url, migrations_dir=migrations_dir)
     migrate.apply(settings)
     with pytest.raises(MigrationError, match=r"no \.down\.sql"):
@@ -287,8 +316,9 @@ def test_rolling_back_without_a_down_file_is_refused(
 
 def test_new_creates_the_next_numbered_pair(migrations_dir: Path) -> None:
     up, down = migrate.new_migration("Add fee column!", migrations_dir=migrations_dir)
-    assert (up.name, down.name) == ("0002_add_fee_column.up.sql", "0002_add_fee_column.down.sql")
-    assert [m.version for m in load_migrations(migrations_dir)] == [1, 2]
+    stem = f"{LATEST + 1:04d}_add_fee_column"
+    assert (up.name, down.name) == (f"{stem}.up.sql", f"{stem}.down.sql")
+    assert [m.version for m in load_migrations(migrations_dir)] == [*SHIPPED_VERSIONS, LATEST + 1]
 
 
 def test_badly_named_file_is_an_error(migrations_dir: Path) -> None:

@@ -352,7 +352,16 @@ def ssl_server() -> Iterator[dict[str, Any]]:
     )
     (data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 trust\n")
     port = free_port()
-    options = f"-c ssl=on -c ssl_cert_file={folder}/server.crt -c ssl_key_file={folder}/server.key -c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
+    options = " ".join(
+        (
+            "-c ssl=on",
+            f"-c ssl_cert_file={folder}/server.crt",
+            f"-c ssl_key_file={folder}/server.key",
+            "-c listen_addresses=127.0.0.1",
+            f"-c port={port}",
+            f"-c unix_socket_directories={folder}",
+        )
+    )
     subprocess.run(
         as_user(
             "postgres",
@@ -385,13 +394,15 @@ def ssl_url(server: dict[str, Any], host: str) -> str:
 
 def test_verify_full_connects_with_the_right_root_certificate(ssl_server: dict[str, Any]) -> None:
     root = ssl_server["folder"] / "root.crt"
-    with Database.connect(
-        ssl_url(ssl_server, "localhost"), sslmode="verify-full", sslrootcert=root
-    ) as db:
-        with db.pool.connection() as conn:
-            assert conn.execute(
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
-            ).fetchone() == (True,)
+    with (
+        Database.connect(
+            ssl_url(ssl_server, "localhost"), sslmode="verify-full", sslrootcert=root
+        ) as db,
+        db.pool.connection() as conn,
+    ):
+        assert conn.execute(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        ).fetchone() == (True,)
 
 
 def test_verify_full_refuses_a_wrong_root_certificate(ssl_server: dict[str, Any]) -> None:

@@ -58,6 +58,26 @@ MONEY_COLUMNS: dict[str, NumericSpec] = {
     "schwab_price_per_share_cents": PRICE_CENTS,
 }
 TIME_COLUMNS = ("created_at", "completed_at")
+# the bot's SQLite layout; model fields added later keep their defaults
+BOT_COLUMNS = (
+    "id",
+    "tx_hash",
+    "log_index",
+    "onchain_input_symbol",
+    "onchain_input_amount",
+    "onchain_output_symbol",
+    "onchain_output_amount",
+    "onchain_io_ratio",
+    "onchain_price_per_share_cents",
+    "schwab_ticker",
+    "schwab_instruction",
+    "schwab_quantity",
+    "schwab_price_per_share_cents",
+    "status",
+    "schwab_order_id",
+    "created_at",
+    "completed_at",
+)
 SECRET_COLUMNS = ("access_token", "refresh_token")
 _EXACT = Context(prec=200)
 _TIMESTAMP = re.compile(
@@ -227,7 +247,7 @@ def _validation_column(error: ValidationError, default: str) -> str:
 
 def _trade_from_sqlite(row: sqlite3.Row, note: Callable[[str, Any, str], None]) -> Trade:
     fields: dict[str, Any] = {}
-    for column in TRADE_COLUMNS:
+    for column in BOT_COLUMNS:
         value = row[column]
         if column in MONEY_COLUMNS:
             fields[column] = to_decimal(column, value, MONEY_COLUMNS[column])
@@ -245,7 +265,7 @@ def _trade_from_sqlite(row: sqlite3.Row, note: Callable[[str, Any, str], None]) 
         return Trade(**fields)
     except ValidationError as error:
         column = _validation_column(error, "row")
-        value = row[column] if column in TRADE_COLUMNS else None
+        value = row[column] if column in BOT_COLUMNS else None
         raise _RowError(column, value, str(error)) from None
 
 
@@ -273,19 +293,20 @@ def _open_source(path: Path) -> sqlite3.Connection:
         raise ImportFailed(f"{path} is not a SQLite database the import can read: {exc}") from None
     if "trades" not in names:
         raise ImportFailed(f"{path} has no trades table: is it the bot's database?")
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(trades)")}
+    missing = [c for c in BOT_COLUMNS if c not in columns]
+    if missing:
+        raise ImportFailed(
+            f"{path}: the trades table lacks the bot's column(s) {', '.join(missing)}"
+        )
     return conn
 
 
 _STAGE_COLUMNS = ",".join(f'"{c}"' for c in TRADE_COLUMNS)
 # the columns' types and none of their constraints: every check happens in Python first
 _STAGE_DDL = (
-    f'CREATE TEMPORARY TABLE "{STAGE}" (tx_hash text, log_index integer, '
-    "onchain_input_symbol text, onchain_input_amount numeric(38,18), "
-    "onchain_output_symbol text, onchain_output_amount numeric(38,18), "
-    "onchain_io_ratio numeric(60,30), onchain_price_per_share_cents numeric(30,18), "
-    "schwab_ticker text, schwab_instruction text, schwab_quantity integer, "
-    "schwab_price_per_share_cents numeric(30,18), status text, schwab_order_id text, "
-    "id bigint, created_at timestamptz, completed_at timestamptz) ON COMMIT DROP"
+    f'CREATE TEMPORARY TABLE "{STAGE}" ON COMMIT DROP AS '
+    f"SELECT {_STAGE_COLUMNS} FROM trades WITH NO DATA"
 )
 _COPY_STAGE = f'COPY "{STAGE}" ({_STAGE_COLUMNS}) FROM STDIN'
 _SUMS = ", ".join(f'sum("{c}")' for c in MONEY_COLUMNS)
@@ -344,7 +365,11 @@ def import_sqlite(
     conn = open_connection(build_conninfo(settings, server_url(settings)))
     try:
         with conn.transaction() as tx:
-            has_schema = conn.execute("SELECT to_regclass('trades') IS NOT NULL").fetchone()[0]  # type: ignore[index]
+            if dry_run and not _has_schema(conn):
+                # a dry run on an empty database: the schema exists only in this transaction
+                for migration in migrate.load_migrations(settings.migrations_dir):
+                    if not migration.no_transaction:
+                        conn.execute(migration.sql)
             conn.execute(_STAGE_DDL)
             bar = _Progress(total, progress)
             read, valid, sums = _stage_trades(conn, source, record, bar, batch_size)
@@ -356,15 +381,9 @@ def import_sqlite(
                     "file, or run again with --skip-invalid to import the valid rows only"
                 )
             _verify_stage(conn, valid, sums)
-            present = inserted = auth_inserted = 0
-            verified = {"trades": f"{valid} rows staged; count and sums equal to the source"}
-            if has_schema:  # a dry run on an empty database has nothing to compare with
-                present, inserted = _insert(conn, valid, record)
-                verified["trades"] = (
-                    f"{inserted} rows inserted; counts and sums equal to the source"
-                )
-                if auth is not None:
-                    auth_inserted = _insert_auth(conn, auth, record)
+            present, inserted = _insert(conn, valid, record)
+            verified = {"trades": f"{inserted} rows inserted; counts and sums equal to the source"}
+            auth_inserted = 0 if auth is None else _insert_auth(conn, auth, record)
             verified.update({column: str(amount) for column, amount in sums.items()})
             if dry_run:
                 raise psycopg.Rollback(tx)
@@ -385,6 +404,11 @@ def import_sqlite(
         seconds=time.monotonic() - started,
         verified=verified,
     )
+
+
+def _has_schema(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regclass('trades') IS NOT NULL").fetchone()
+    return bool(row and row[0])
 
 
 def _stage_trades(
