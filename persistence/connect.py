@@ -47,6 +47,9 @@ def build_conninfo(settings: Settings, url: str) -> str:
     options = "-c TimeZone=UTC"
     if settings.statement_timeout > 0:
         options += f" -c statement_timeout={round(settings.statement_timeout * 1000)}"
+    given = conninfo_to_dict(url).get("options")
+    if given:  # the URL's own options are kept, and win where they set the same parameter
+        options = f"{options} {given}"
     extra: dict[str, Any] = {
         "application_name": settings.application_name,
         "connect_timeout": max(2, math.ceil(settings.connect_timeout)),

@@ -11,6 +11,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from persistence import (
     AuthenticationFailed,
@@ -55,6 +56,16 @@ def test_session_settings_apply_to_every_connection(database_url: str) -> None:
                 "SELECT current_setting('statement_timeout'), current_setting('application_name')"
             ).fetchone()
             assert row == ("1500ms", "probe")
+
+
+def test_options_in_the_url_are_kept(database_url: str) -> None:
+    url = make_conninfo(database_url, options="-c work_mem=7MB -c statement_timeout=4s")
+    with Database.connect(url) as db, db.pool.connection() as conn:
+        row = conn.execute(
+            "SELECT current_setting('work_mem'), current_setting('statement_timeout'), "
+            "current_setting('TimeZone')"
+        ).fetchone()
+    assert row == ("7MB", "4s", "UTC")
 
 
 def test_statement_timeout_is_a_typed_error(database_url: str) -> None:
