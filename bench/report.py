@@ -96,6 +96,25 @@ def table(groups: Medians) -> str:
     return "\n".join(lines)
 
 
+def markdown(groups: Medians) -> str:
+    """The medians as a Markdown table, with each variant's speed against the raw baselines."""
+    lines = [
+        "| group | variant | median | speed vs raw psycopg | speed vs sqlite |",
+        "|---|---|---|---|---|",
+    ]
+    for group in sorted(groups):
+        variants = groups[group]
+        raw = next(
+            (variants[b] for b in ("raw_psycopg", "raw_psycopg_copy") if b in variants), None
+        )
+        for variant, median in sorted(variants.items(), key=lambda item: item[1]):
+            vs_raw = f"{raw / median:.2f}x" if raw else ""
+            vs_sqlite = f"{variants['sqlite'] / median:.2f}x" if "sqlite" in variants else ""
+            name = f"**{variant}**" if variant == "persistence" else variant
+            lines.append(f"| {group} | {name} | {human(median)} | {vs_raw} | {vs_sqlite} |")
+    return "\n".join(lines)
+
+
 def targets(groups: Medians) -> tuple[str, int]:
     lines, missed = ["\ntargets (ratios of medians in this run)"], 0
     for target in TARGETS:
@@ -156,8 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("run", type=Path, help="a file written by pytest --benchmark-json")
     parser.add_argument("--chart", type=Path, help="also write an SVG bar chart of every group")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table instead")
     args = parser.parse_args(argv)
     groups = load(args.run)
+    if args.markdown:
+        print(markdown(groups))
+        return 0
     print(table(groups))
     text, missed = targets(groups)
     print(text)
