@@ -72,15 +72,7 @@ class _Borrowed:
         self._db = db
 
     def __enter__(self) -> Connection:
-        db = self._db
-        try:
-            if db._server_down:
-                db._probe()
-            self._conn = db._pool.getconn()
-        except _ServerDown as down:
-            raise down.error from None
-        except (psycopg.Error, PoolTimeout, TooManyRequests) as exc:
-            raise translate(exc, acquire_timeout=db.settings.acquire_timeout) from None
+        self._conn = self._db._getconn()
         return self._conn
 
     def __exit__(
@@ -189,6 +181,21 @@ class Database:
             self._server_down = True
             raise
         self._server_down = False
+
+    def _getconn(self, timeout: float | None = None) -> Connection:
+        """A pooled connection within ``timeout`` (default: the acquire timeout), or our error.
+
+        While the server is known to be down, a probe fails at once instead of waiting.
+        """
+        wait = self.settings.acquire_timeout if timeout is None else timeout
+        try:
+            if self._server_down:
+                self._probe()
+            return self._pool.getconn(timeout=wait)
+        except _ServerDown as down:
+            raise down.error from None
+        except (psycopg.Error, PoolTimeout, TooManyRequests) as exc:
+            raise translate(exc, acquire_timeout=wait) from None
 
     def _check(self, conn: Connection) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -124,6 +125,22 @@ def test_silent_server_times_out_within_connect_timeout(silent_server: int) -> N
     # bounded: it gives up at the timeout instead of hanging
     assert time.monotonic() - started < 2 + 3
     assert SECRET not in str(caught.value)
+
+
+def test_no_log_line_carries_the_password(
+    caplog: pytest.LogCaptureFixture, database_url: str
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(DatabaseUnavailable):  # retries, logging a warning each time
+        Database.connect(f"postgresql://bot:{SECRET}@127.0.0.1:{port}/db", wait=0.5)
+    url = make_conninfo(database_url, password=SECRET)
+    with Database.connect(url) as db:  # the server ignores it (trust), the pool logs
+        db.ping()
+    assert any("not reachable" in record.getMessage() for record in caplog.records)
+    assert all(SECRET not in record.getMessage() for record in caplog.records)
 
 
 def test_malformed_url_is_refused_before_connecting() -> None:

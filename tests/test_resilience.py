@@ -257,3 +257,22 @@ def test_soak_the_bot_mix_across_two_restarts(scratch_server: Any, scratch_url: 
             if (trade.tx_hash, trade.log_index) in completed:
                 assert saved.status == "COMPLETED"
     assert count_rows(scratch_url) == len(acknowledged)
+
+
+def test_health_check_reports_a_server_that_went_away(
+    scratch_server: Any, scratch_url: str
+) -> None:
+    from persistence import health_check
+
+    with Database.connect(scratch_url, min_size=2) as db:
+        assert health_check(db).status == "healthy"
+        scratch_server.stop(mode="fast")
+        try:
+            started = time.monotonic()
+            report = health_check(db, timeout=2)
+            assert time.monotonic() - started < 2 + 1
+            assert report.status == "unhealthy"
+            assert report.error is not None and "connect" in report.error
+        finally:
+            scratch_server.start()
+        assert health_check(db).status == "healthy"
