@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from persistence.import_sqlite import BOT_COLUMNS
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS trades (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -37,25 +39,7 @@ CREATE TABLE IF NOT EXISTS schwab_auth (
     refresh_token_fetched_at DATETIME NOT NULL
 );
 """
-COLUMNS = (
-    "id",
-    "tx_hash",
-    "log_index",
-    "onchain_input_symbol",
-    "onchain_input_amount",
-    "onchain_output_symbol",
-    "onchain_output_amount",
-    "onchain_io_ratio",
-    "onchain_price_per_share_cents",
-    "schwab_ticker",
-    "schwab_instruction",
-    "schwab_quantity",
-    "schwab_price_per_share_cents",
-    "status",
-    "schwab_order_id",
-    "created_at",
-    "completed_at",
-)
+COLUMNS = BOT_COLUMNS
 
 
 def row(sqlite_id: int, **overrides: Any) -> dict[str, Any]:

