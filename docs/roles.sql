@@ -2,7 +2,10 @@
 -- to the bot's database, after its first migration; it is idempotent, so run it again after a
 -- migration that adds a table:
 --
---   psql -v ON_ERROR_STOP=1 -d "$ADMIN_URL" -f docs/roles.sql
+--   psql -v ON_ERROR_STOP=1 -d "postgresql://postgres@HOST:5432/persistence" -f docs/roles.sql
+--
+-- The database in that URL must be the bot's (not "postgres"): the file revokes CONNECT on the
+-- database it runs in from everyone but these two roles.
 --
 -- persistence_owner owns the schema and runs migrations; persistence_app is what the bot logs
 -- in as: it reads and writes rows and can change nothing else. Set their passwords yourself:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 from typing import Any
 
@@ -23,7 +23,6 @@ __all__ = ["Database", "Transaction"]
 logger = logging.getLogger(__name__)
 
 Connection = psycopg.Connection[Any]
-ConnectionSource = Callable[[], AbstractContextManager[Connection]]
 
 
 class Transaction:
