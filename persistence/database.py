@@ -65,13 +65,14 @@ class _Borrowed:
     A class rather than a generator context manager: this is on every operation's path.
     """
 
-    __slots__ = ("_conn", "_db")
+    __slots__ = ("_conn", "_db", "_timeout")
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, timeout: float | None = None) -> None:
         self._db = db
+        self._timeout = timeout
 
     def __enter__(self) -> Connection:
-        self._conn = self._db._getconn()
+        self._conn = self._db._getconn(self._timeout)
         return self._conn
 
     def __exit__(
@@ -207,8 +208,9 @@ class Database:
                 raise _ServerDown(down) from None
             raise  # only this connection: the pool discards it and hands out another
 
-    def _connection(self) -> _Borrowed:
-        return _Borrowed(self)
+    def _connection(self, timeout: float | None = None) -> _Borrowed:
+        """One pooled connection, waited for ``timeout`` s (default: the acquire timeout)."""
+        return _Borrowed(self, timeout)
 
     def ping(self) -> float:
         """One round trip to the server; returns its duration in seconds."""

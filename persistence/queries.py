@@ -42,6 +42,7 @@ __all__ = [
     "UPSERT_SCHWAB_AUTH",
     "copy_trades",
     "list_trades",
+    "quoted",
     "statements",
 ]
 
@@ -155,11 +156,12 @@ def list_trades(
 TRADES_STAGE = "persistence_trades_stage"
 
 
-def _quoted(columns: tuple[str, ...]) -> str:
+def quoted(columns: tuple[str, ...]) -> str:
+    """Column names as a quoted SQL list, for the statements PyPika cannot build (COPY)."""
     return ",".join(f'"{c}"' for c in columns)
 
 
-_QUOTED_COLUMNS = _quoted(TRADE_COLUMNS)
+_QUOTED_COLUMNS = quoted(TRADE_COLUMNS)
 # the column types of trades without its constraints: id and created_at may be NULL here
 CREATE_TRADES_STAGE = (
     f'CREATE TEMPORARY TABLE IF NOT EXISTS "{TRADES_STAGE}" ON COMMIT DROP AS '
@@ -191,10 +193,7 @@ def copy_trades(*, with_id: bool, with_created_at: bool) -> tuple[str, tuple[str
         for c in TRADE_COLUMNS
         if (c != "id" or with_id) and (c != "created_at" or with_created_at)
     )
-    return (
-        f'COPY "trades" ({",".join(f"{chr(34)}{c}{chr(34)}" for c in columns)}) FROM STDIN',
-        columns,
-    )
+    return f'COPY "trades" ({quoted(columns)}) FROM STDIN', columns
 
 
 # after rows with explicit ids, move the identity past them so later inserts do not collide

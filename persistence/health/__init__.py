@@ -93,8 +93,7 @@ def health_check(db: Database, *, timeout: float = 2.0) -> HealthReport:
         )
     try:
         migrations = _shipped(db.settings.migrations_dir or default_migrations_dir())
-        conn = db._getconn(timeout)
-        try:
+        with db._connection(timeout) as conn:
             start = time.perf_counter()
             with conn.transaction():
                 # the server-side limit keeps a stuck server from holding us past the timeout
@@ -105,8 +104,6 @@ def health_check(db: Database, *, timeout: float = 2.0) -> HealthReport:
                 version, database, has_history = conn.execute(_SERVER_FACTS).fetchone()  # type: ignore[misc]
                 applied = conn.execute(_HISTORY).fetchall() if has_history else []
             latency_ms = (time.perf_counter() - start) * 1000
-        finally:
-            db.pool.putconn(conn)
     except Exception as exc:  # a health check reports; it never raises
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not isinstance(exc, PersistenceError):

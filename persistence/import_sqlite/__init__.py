@@ -302,8 +302,7 @@ def _open_source(path: Path) -> sqlite3.Connection:
     return conn
 
 
-_STAGE_COLUMNS = ",".join(f'"{c}"' for c in TRADE_COLUMNS)
-_SUMS = ", ".join(f'sum("{c}")' for c in MONEY_COLUMNS)
+_STAGE_COLUMNS = queries.quoted(TRADE_COLUMNS)
 
 
 class _Progress:
