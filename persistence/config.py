@@ -31,6 +31,11 @@ ENV_VARS: dict[str, str] = {
     "connect_timeout": "PERSISTENCE_CONNECT_TIMEOUT",
     "acquire_timeout": "PERSISTENCE_POOL_TIMEOUT",
     "statement_timeout": "PERSISTENCE_STATEMENT_TIMEOUT",
+    "operation_timeout": "PERSISTENCE_OPERATION_TIMEOUT",
+    "tcp_user_timeout": "PERSISTENCE_TCP_USER_TIMEOUT",
+    "keepalives_idle": "PERSISTENCE_KEEPALIVES_IDLE",
+    "keepalives_interval": "PERSISTENCE_KEEPALIVES_INTERVAL",
+    "keepalives_count": "PERSISTENCE_KEEPALIVES_COUNT",
     "application_name": "PERSISTENCE_APPLICATION_NAME",
     "sslmode": "PERSISTENCE_SSLMODE",
     "sslrootcert": "PERSISTENCE_SSLROOTCERT",
@@ -40,6 +45,8 @@ ENV_VARS: dict[str, str] = {
     "migrations_dir": "PERSISTENCE_MIGRATIONS_DIR",
     "migration_lock_timeout": "PERSISTENCE_MIGRATION_LOCK_TIMEOUT",
     "ddl_lock_timeout": "PERSISTENCE_DDL_LOCK_TIMEOUT",
+    "migration_statement_timeout": "PERSISTENCE_MIGRATION_STATEMENT_TIMEOUT",
+    "import_statement_timeout": "PERSISTENCE_IMPORT_STATEMENT_TIMEOUT",
 }
 
 _URL_PASSWORD = re.compile(
@@ -62,6 +69,14 @@ def _positive_number(instance: Settings, attribute: attrs.Attribute[Any], value:
     if not value > 0:
         raise ConfigurationError(
             f"{attribute.name} must be a positive number of seconds, got {value!r} "
+            f"(environment variable {ENV_VARS[attribute.name]})"
+        )
+
+
+def _not_negative(instance: Settings, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value >= 0:
+        raise ConfigurationError(
+            f"{attribute.name} must be >= 0 (0 disables it), got {value!r} "
             f"(environment variable {ENV_VARS[attribute.name]})"
         )
 
@@ -108,7 +123,16 @@ class Settings:
     connect_timeout: float = attrs.field(default=5.0, validator=_positive_number)
     acquire_timeout: float = attrs.field(default=10.0, validator=_positive_number)
     # 0 disables the server-side statement timeout
-    statement_timeout: float = 30.0
+    statement_timeout: float = attrs.field(default=30.0, validator=_not_negative)
+    # Client-side bound on each wait for the server, for when the server cannot hear us (a
+    # partition, a dead host) and so cannot enforce statement_timeout; 0 disables it.
+    operation_timeout: float = attrs.field(default=35.0, validator=_not_negative)
+    # Kernel-level detection of a dead peer on every connection (libpq keepalives and
+    # tcp_user_timeout); 0 leaves the operating system's default.
+    tcp_user_timeout: float = attrs.field(default=30.0, validator=_not_negative)
+    keepalives_idle: int = attrs.field(default=30, validator=_not_negative)
+    keepalives_interval: int = attrs.field(default=10, validator=_not_negative)
+    keepalives_count: int = attrs.field(default=3, validator=_not_negative)
     application_name: str = "persistence"
     sslmode: SslMode | None = attrs.field(default=None, validator=_check_choice(SSL_MODES))
     sslrootcert: Path | None = None
@@ -119,10 +143,12 @@ class Settings:
     migrations_dir: Path | None = None
     migration_lock_timeout: float = attrs.field(default=60.0, validator=_positive_number)
     ddl_lock_timeout: float = attrs.field(default=5.0, validator=_positive_number)
+    # Migrations and the SQLite import are long by nature: their statements are unbounded
+    # unless these are set (ddl_lock_timeout still bounds a migration's wait for a table lock).
+    migration_statement_timeout: float = attrs.field(default=0.0, validator=_not_negative)
+    import_statement_timeout: float = attrs.field(default=0.0, validator=_not_negative)
 
     def __attrs_post_init__(self) -> None:
-        if self.statement_timeout < 0:
-            raise ConfigurationError("statement_timeout must be >= 0 seconds (0 disables it)")
         if self.sslmode == "verify-full" and self.sslrootcert is None and self.url is not None:
             params = conninfo_to_dict(self.url)
             if "sslrootcert" not in params:
@@ -161,6 +187,13 @@ _FIELD_TYPES = {
     "connect_timeout": float,
     "acquire_timeout": float,
     "statement_timeout": float,
+    "operation_timeout": float,
+    "tcp_user_timeout": float,
+    "keepalives_idle": int,
+    "keepalives_interval": int,
+    "keepalives_count": int,
+    "migration_statement_timeout": float,
+    "import_statement_timeout": float,
     "migration_lock_timeout": float,
     "ddl_lock_timeout": float,
 }

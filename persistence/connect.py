@@ -38,23 +38,35 @@ def server_url(settings: Settings) -> str:
     return embedded_url(settings.embedded_dir)
 
 
-def build_conninfo(settings: Settings, url: str) -> str:
+def build_conninfo(settings: Settings, url: str, *, statement_timeout: float | None = None) -> str:
     """libpq connection string: the URL plus per-connection session settings.
 
     Time zone and statement timeout travel in the startup packet (``options``), so a new
-    connection is configured without an extra round trip.
+    connection is configured without an extra round trip. ``statement_timeout`` overrides the
+    setting of that name (migrations and the import have their own). The URL's own options are
+    kept and win, except the time zone: the models promise UTC, so UTC comes last.
     """
-    options = "-c TimeZone=UTC"
-    if settings.statement_timeout > 0:
-        options += f" -c statement_timeout={round(settings.statement_timeout * 1000)}"
-    given = conninfo_to_dict(url).get("options")
-    if given:  # the URL's own options are kept, and win where they set the same parameter
-        options = f"{options} {given}"
+    timeout = settings.statement_timeout if statement_timeout is None else statement_timeout
+    params = conninfo_to_dict(url)
+    # 0 is sent too: it overrides a role's or database's default, as "disables" promises
+    options = f"-c statement_timeout={round(timeout * 1000)}"
+    if params.get("options"):
+        options = f"{options} {params['options']}"
     extra: dict[str, Any] = {
         "application_name": settings.application_name,
         "connect_timeout": max(2, math.ceil(settings.connect_timeout)),
-        "options": options,
+        "options": f"{options} -c TimeZone=UTC",
     }
+    # a dead peer is noticed by the kernel, not after TCP's 15-minute retransmission limit;
+    # values given in the URL win
+    tcp = {
+        "keepalives": 1,
+        "keepalives_idle": settings.keepalives_idle,
+        "keepalives_interval": settings.keepalives_interval,
+        "keepalives_count": settings.keepalives_count,
+        "tcp_user_timeout": round(settings.tcp_user_timeout * 1000),
+    }
+    extra.update((k, v) for k, v in tcp.items() if v and k not in params)
     if settings.sslmode is not None:
         extra["sslmode"] = settings.sslmode
     if settings.sslrootcert is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from persistence import ConfigurationError, Settings
+from persistence import ConfigurationError, Settings, config
 from persistence.config import ENV_VARS, redact, validate_url
 
 SECRET = "s3cr3t-Pa55"
@@ -108,3 +108,16 @@ def test_env_example_lists_every_variable() -> None:
     example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
     missing = [var for var in ENV_VARS.values() if var not in example]
     assert missing == []
+
+
+def test_libpq_echoing_a_password_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq quotes a badly percent-encoded password in its error: redaction must remove it."""
+    url = f"postgresql://bot:{SECRET}%ZZ@db:5432/trades"
+    with pytest.raises(ConfigurationError, match="malformed") as caught:
+        Settings(url=url)
+    assert SECRET not in str(caught.value)
+    # the check can fail: without redaction, the same path shows the password
+    monkeypatch.setattr(config, "redact", lambda text, *secrets: text)
+    with pytest.raises(ConfigurationError) as unredacted:
+        Settings(url=url)
+    assert SECRET in str(unredacted.value)

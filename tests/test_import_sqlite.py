@@ -168,7 +168,7 @@ def test_a_realistic_file_imports_every_digit(tmp_path: Path, empty_database_url
         from tests.factories import make_trade
 
         assert db.trades.insert(make_trade()) == 9
-    assert result.verified["onchain_input_amount"] == str(
+    assert Decimal(result.verified["onchain_input_amount"]) == (
         sum(Decimal(x) for x in ("0.30000000000000004", "150.25", "150.25", "750.5", "150.25"))
     )
 
@@ -334,3 +334,46 @@ def test_a_million_row_file_imports_in_under_a_minute(
     assert result.trades_inserted == 1_000_000 and problems == []
     print(f"\n1,000,000 rows in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s)")
     assert result.seconds < 60
+
+
+def test_the_application_statement_timeout_does_not_bound_the_import(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    path = bot_store.write(tmp_path / "bot.db", bot_store.many(20_000))
+    # 1 ms would cancel the staging COPY if the application's timeout applied to it
+    result = import_sqlite(path, Settings(url=empty_database_url, statement_timeout=0.001))
+    assert result.trades_inserted == 20_000
+
+
+def test_an_import_statement_timeout_is_a_typed_error_and_exit_1(
+    tmp_path: Path, empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = bot_store.write(tmp_path / "bot.db", bot_store.many(20_000))
+    with pytest.raises(ImportFailed, match="PERSISTENCE_IMPORT_STATEMENT_TIMEOUT"):
+        import_sqlite(path, Settings(url=empty_database_url, import_statement_timeout=0.001))
+    assert stored(empty_database_url) == []
+    monkeypatch.setenv("PERSISTENCE_IMPORT_STATEMENT_TIMEOUT", "0.001")
+    failed = cli(str(path), "--database-url", empty_database_url, "--report", str(tmp_path / "r"))
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    assert "PERSISTENCE_IMPORT_STATEMENT_TIMEOUT" in failed.stderr
+    assert stored(empty_database_url) == []
+
+
+def test_verification_catches_a_conversion_that_rounds(
+    tmp_path: Path, empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check reads the SQLite file again: a converter that loses digits cannot pass it."""
+    import persistence.import_sqlite as importer
+
+    convert = importer.to_decimal
+
+    def six_places(column: str, value: Any, spec: Any) -> Decimal | None:
+        exact = convert(column, value, spec)
+        return None if exact is None else exact.quantize(Decimal("0.000001"))
+
+    monkeypatch.setattr(importer, "to_decimal", six_places)
+    path = bot_store.write(tmp_path / "bot.db", bot_store.many(50))
+    with pytest.raises(ImportFailed, match=r"verification failed: trade id \d+ onchain_io_ratio"):
+        import_sqlite(path, Settings(url=empty_database_url))
+    assert stored(empty_database_url) == []

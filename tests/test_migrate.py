@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import psycopg
 import pytest
 
@@ -329,3 +330,16 @@ def test_badly_named_file_is_an_error(migrations_dir: Path) -> None:
 
 def test_every_shipped_migration_has_a_down() -> None:
     assert all(m.down_sql for m in load_migrations())
+
+
+def test_the_application_statement_timeout_does_not_bound_migrations(
+    empty_database_url: str, migrations_dir: Path
+) -> None:
+    add_migration(migrations_dir, 1, "slow", "SELECT pg_sleep(1.5);\n", "SELECT 1;\n")
+    settings = Settings(url=empty_database_url, migrations_dir=migrations_dir)
+    migrate.apply(attrs.evolve(settings, statement_timeout=0.5))
+    assert [v for v, _ in history(empty_database_url)][-1] == LATEST + 1
+    migrate.rollback(settings)
+    with pytest.raises(MigrationFailed, match="statement timeout"):
+        migrate.apply(attrs.evolve(settings, migration_statement_timeout=0.5))
+    assert [v for v, _ in history(empty_database_url)] == SHIPPED_VERSIONS

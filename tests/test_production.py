@@ -101,7 +101,7 @@ pidfile = {folder / "pgbouncer.pid"}
 
 
 def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
-    pgbouncer: str, admin_url: str
+    pgbouncer: str, admin_url: str, tmp_path: Path
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(
@@ -110,8 +110,20 @@ def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
         # PgBouncer before 1.21 cannot carry server-side prepared statements
         PERSISTENCE_PREPARE_THRESHOLD="none",
     )
+    # its own basetemp: a nested pytest would reset /tmp/pytest-of-USER to mode 0700, which
+    # locks the embedded scratch server (another system user) out of its data directory
+    basetemp = tmp_path / "nested"
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "tests/test_repositories.py"],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:randomly",
+            f"--basetemp={basetemp}",
+            "tests/test_repositories.py",
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -39,10 +39,11 @@ import attrs
 import psycopg
 
 from persistence import migrate, queries
+from persistence._translate import translate
 from persistence.config import Settings
 from persistence.connect import build_conninfo, open_connection, server_url
 from persistence.converter import trade_copy_row
-from persistence.errors import PersistenceError, ValidationError
+from persistence.errors import DatabaseUnavailable, PersistenceError, ValidationError
 from persistence.models import AMOUNT, IO_RATIO, PRICE_CENTS, NumericSpec, SchwabAuth, Trade
 from persistence.tables import TRADE_COLUMNS
 
@@ -355,7 +356,11 @@ def import_sqlite(
             on_problem(problem)
 
     total = source.execute("SELECT count(*) FROM trades").fetchone()[0]
-    conn = open_connection(build_conninfo(settings, server_url(settings)))
+    conn = open_connection(
+        build_conninfo(
+            settings, server_url(settings), statement_timeout=settings.import_statement_timeout
+        )
+    )
     try:
         with conn.transaction() as tx:
             if dry_run and not _has_schema(conn):
@@ -375,11 +380,17 @@ def import_sqlite(
                 )
             _verify_stage(conn, valid, sums)
             present, inserted = _insert(conn, valid, record)
-            verified = {"trades": f"{inserted} rows inserted; counts and sums equal to the source"}
+            stored_sums = _verify_against_source(conn, source_path, inserted)
+            verified = {
+                "trades": f"{inserted} rows inserted; each stored amount read back within one "
+                "ulp of the SQLite file's double, re-read independently; sums agree"
+            }
             auth_inserted = 0 if auth is None else _insert_auth(conn, auth, record)
-            verified.update({column: str(amount) for column, amount in sums.items()})
+            verified.update({column: str(amount) for column, amount in stored_sums.items()})
             if dry_run:
                 raise psycopg.Rollback(tx)
+    except psycopg.Error as exc:
+        raise _database_error(exc) from None
     finally:
         conn.close()
         source.close()
@@ -397,6 +408,20 @@ def import_sqlite(
         seconds=time.monotonic() - started,
         verified=verified,
     )
+
+
+def _database_error(exc: psycopg.Error) -> PersistenceError:
+    """Our error for a failure of the import's transaction; nothing was written."""
+    error = translate(exc)
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        return ImportFailed(
+            f"the database cancelled a statement of the import: {error}. Nothing was imported; "
+            "PERSISTENCE_IMPORT_STATEMENT_TIMEOUT bounds the import's statements (0, the "
+            "default, leaves them unbounded)"
+        )
+    if isinstance(error, DatabaseUnavailable):
+        return error
+    return ImportFailed(f"the database refused the import: {error}; nothing was imported")
 
 
 def _has_schema(conn: psycopg.Connection[Any]) -> bool:
@@ -522,6 +547,78 @@ def _insert(
     if _sums(conn, _STORED_SUMS) != _sums(conn, _STAGE_SUMS) or inserted + len(present) != valid:
         raise ImportFailed("verification failed after the insert; nothing was imported")
     return len(present), inserted
+
+
+_STORED_AMOUNTS = (
+    f"SELECT t.id, {', '.join(f't.{c}' for c in MONEY_COLUMNS)} "
+    f'FROM trades t JOIN "{STAGE}" s ON s.id = t.id ORDER BY t.id'
+)
+
+
+def _verify_against_source(
+    conn: psycopg.Connection[Any], source_path: Path, inserted: int
+) -> dict[str, Decimal]:
+    """Compare every inserted amount with the SQLite file, read again without the conversion.
+
+    The file is opened anew and its raw values compared with what PostgreSQL now holds: a
+    double must be within one ulp of its exact binary value (the conversion rule), any other
+    number exactly equal. Sums are taken from the source's exact values and must agree within
+    the sum of those ulps. Returns the stored sums.
+    """
+    source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
+    columns = tuple(MONEY_COLUMNS)
+    stored_sums = dict.fromkeys(columns, Decimal(0))
+    source_sums = dict.fromkeys(columns, Decimal(0))
+    slack = dict.fromkeys(columns, Decimal(0))
+    compared = 0
+    try:
+        raw = source.execute(f"SELECT id, {', '.join(columns)} FROM trades ORDER BY id")
+        with conn.cursor(name="persistence_import_verify") as cursor:
+            cursor.itersize = 10_000
+            cursor.execute(_STORED_AMOUNTS)
+            for stored in cursor:
+                row = next(raw, None)
+                while row is not None and row[0] != stored[0]:
+                    row = next(raw, None)  # invalid or already present: not inserted
+                if row is None:
+                    raise ImportFailed(
+                        f"verification failed: stored trade id {stored[0]} has no row in the "
+                        "source; nothing was imported"
+                    )
+                for column, value, amount in zip(columns, row[1:], stored[1:], strict=True):
+                    if (value is None) != (amount is None):
+                        raise _mismatch(stored[0], column, value, amount)
+                    if value is None:
+                        continue
+                    exact = Decimal(value)  # a double exactly, or the integer or text as stored
+                    ulp = Decimal(math.ulp(value)) if isinstance(value, float) else Decimal(0)
+                    if abs(_EXACT.subtract(amount, exact)) > ulp:
+                        raise _mismatch(stored[0], column, value, amount)
+                    stored_sums[column] = _EXACT.add(stored_sums[column], amount)
+                    source_sums[column] = _EXACT.add(source_sums[column], exact)
+                    slack[column] = _EXACT.add(slack[column], ulp)
+                compared += 1
+    finally:
+        source.close()
+    if compared != inserted:
+        raise ImportFailed(
+            f"verification failed: {compared} stored rows for {inserted} inserted; "
+            "nothing was imported"
+        )
+    for column in columns:
+        if abs(_EXACT.subtract(stored_sums[column], source_sums[column])) > slack[column]:
+            raise ImportFailed(
+                f"verification failed: the sum of {column} is {stored_sums[column]} in "
+                f"PostgreSQL and {source_sums[column]} in the source; nothing was imported"
+            )
+    return stored_sums
+
+
+def _mismatch(trade_id: Any, column: str, value: Any, amount: Any) -> ImportFailed:
+    return ImportFailed(
+        f"verification failed: trade id {trade_id} {column} is {value!r} in the source and "
+        f"{amount} in PostgreSQL, more than the double's resolution apart; nothing was imported"
+    )
 
 
 def _insert_auth(

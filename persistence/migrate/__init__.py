@@ -346,7 +346,9 @@ def _run_one(
 
 
 def _conninfo(settings: Settings) -> str:
-    return build_conninfo(settings, server_url(settings))
+    return build_conninfo(
+        settings, server_url(settings), statement_timeout=settings.migration_statement_timeout
+    )
 
 
 def _migrations(settings: Settings, directory: Path | None) -> list[Migration]:
