@@ -3,10 +3,13 @@
 from persistence import Database, Trade
 with Database.connect() as db:          # DATABASE_URL, else the embedded server
     db.trades.insert(trade)
+
+async with await AsyncDatabase.connect() as db:   # the same, for asyncio
+    await db.trades.insert(trade)
 """
 
 from persistence.config import Settings
-from persistence.database import Database, Transaction
+from persistence.database import AsyncDatabase, AsyncTransaction, Database, Transaction
 from persistence.errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -32,6 +35,8 @@ from persistence.models import (
 )
 
 __all__ = [
+    "AsyncDatabase",
+    "AsyncTransaction",
     "AuthenticationFailed",
     "ConfigurationError",
     "Conflict",

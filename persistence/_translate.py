@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import select
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,8 +36,18 @@ def _describe(exc: psycopg.Error) -> str:
     return f"{text} (constraint {constraint})" if constraint and constraint not in text else text
 
 
+class OperationTimedOut(psycopg.OperationalError):
+    """The server did not answer within the client-side deadline; the connection was dropped."""
+
+
 def translate(exc: BaseException, *, acquire_timeout: float | None = None) -> PersistenceError:
     """Our exception for a psycopg or pool exception."""
+    if isinstance(exc, OperationTimedOut):
+        return DatabaseUnavailable(
+            f"{exc}: the network or the server is down (PERSISTENCE_OPERATION_TIMEOUT bounds "
+            "each wait). The statement was cancelled where the server could be reached and the "
+            "connection dropped; a write may or may not have landed, and retrying it is safe"
+        )
     if isinstance(exc, PoolTimeout | TooManyRequests):
         waited = f" within {acquire_timeout:g} s" if acquire_timeout is not None else ""
         return DatabaseUnavailable(
@@ -79,16 +89,18 @@ def translating(acquire_timeout: float | None = None) -> Iterator[None]:
         raise translate(exc, acquire_timeout=acquire_timeout) from None
 
 
-def check_idle_connection(conn: psycopg.Connection[Any]) -> None:
+def check_idle_connection(conn: Any, full_check: Callable[[Any], Any] | None = None) -> Any:
     """Pool checkout check: a round trip only when the idle socket has something to read.
 
     An idle connection's socket becomes readable when the server closes it (restart, crash,
     ``pg_terminate_backend``) or sends a message; only then is it worth a full check, so the
-    common path adds no round trip to each operation.
+    common path adds no round trip to each operation. Returns what ``full_check`` returns (an
+    awaitable for the async pool's check), or None when the socket is quiet.
     """
     if conn.closed:
         raise psycopg.OperationalError("connection is closed")
     poller = select.poll()
     poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
     if poller.poll(0):
-        ConnectionPool.check_connection(conn)
+        return (full_check or ConnectionPool.check_connection)(conn)
+    return None

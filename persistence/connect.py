@@ -5,6 +5,7 @@ Kept apart from ``database`` so that the migration runner and the health probe s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -17,7 +18,14 @@ from persistence._translate import translate
 from persistence.config import Settings, redact
 from persistence.errors import AuthenticationFailed, ConfigurationError, DatabaseUnavailable
 
-__all__ = ["build_conninfo", "describe_target", "open_connection", "server_url"]
+__all__ = [
+    "Attempts",
+    "build_conninfo",
+    "describe_target",
+    "open_async_connection",
+    "open_connection",
+    "server_url",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -97,38 +105,65 @@ def _is_auth_failure(message: str) -> bool:
     )
 
 
+class Attempts:
+    """The retry policy of opening one connection: backoff for up to ``wait`` seconds. No I/O."""
+
+    def __init__(self, conninfo: str, wait: float) -> None:
+        self.conninfo = conninfo
+        self.deadline = time.monotonic() + wait
+        self.attempt = 0
+        self.delay = 0.1
+
+    def failed(self, exc: psycopg.OperationalError) -> float:
+        """Seconds to wait before the next attempt; raises our error when there is none."""
+        self.attempt += 1
+        password = conninfo_to_dict(self.conninfo).get("password")
+        reason = redact(" ".join(str(exc).split()), str(password) if password else None)
+        target = describe_target(self.conninfo)
+        if _is_auth_failure(reason):
+            raise AuthenticationFailed(
+                f"the server at {target} refused the credentials: {reason}. Check the user "
+                "and password in DATABASE_URL"
+            ) from None
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise DatabaseUnavailable(
+                f"cannot connect to {target}: {reason}. Check that the server is running and "
+                "that DATABASE_URL points at it"
+            ) from None
+        pause = min(self.delay, remaining)
+        logger.warning(
+            "database %s not reachable (attempt %d): %s; retrying in %.1f s",
+            target,
+            self.attempt,
+            reason,
+            pause,
+        )
+        self.delay = min(self.delay * 2, 2.0)
+        return pause
+
+
 def open_connection(conninfo: str, *, wait: float = 0.0, **kwargs: Any) -> Connection:
     """One connection, retried with backoff for up to ``wait`` seconds while the server starts."""
-    deadline = time.monotonic() + wait
-    attempt = 0
-    delay = 0.1
-    password = conninfo_to_dict(conninfo).get("password")
+    attempts = Attempts(conninfo, wait)
     while True:
-        attempt += 1
         try:
             return psycopg.connect(conninfo, **kwargs)
         except psycopg.OperationalError as exc:
-            reason = redact(" ".join(str(exc).split()), str(password) if password else None)
-            target = describe_target(conninfo)
-            if _is_auth_failure(reason):
-                raise AuthenticationFailed(
-                    f"the server at {target} refused the credentials: {reason}. Check the user "
-                    "and password in DATABASE_URL"
-                ) from None
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise DatabaseUnavailable(
-                    f"cannot connect to {target}: {reason}. Check that the server is running and "
-                    "that DATABASE_URL points at it"
-                ) from None
-            logger.warning(
-                "database %s not reachable (attempt %d): %s; retrying in %.1f s",
-                target,
-                attempt,
-                reason,
-                min(delay, remaining),
-            )
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 2.0)
+            time.sleep(attempts.failed(exc))
+        except psycopg.Error as exc:
+            raise translate(exc) from None
+
+
+async def open_async_connection(
+    conninfo: str, *, wait: float = 0.0, **kwargs: Any
+) -> psycopg.AsyncConnection[Any]:
+    """``open_connection`` for asyncio."""
+    attempts = Attempts(conninfo, wait)
+    while True:
+        try:
+            return await psycopg.AsyncConnection.connect(conninfo, **kwargs)
+        except psycopg.OperationalError as exc:
+            await asyncio.sleep(attempts.failed(exc))
         except psycopg.Error as exc:
             raise translate(exc) from None

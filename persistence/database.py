@@ -1,50 +1,99 @@
-"""Database: owns the connection pool; connect, ping, close and transactions."""
+"""Database and AsyncDatabase: a connection pool each, the repositories on it, transactions.
+
+Both run the same operations (``persistence.operations``) through their I/O style's runner
+(``persistence.runners``); what differs here is only how a connection is borrowed and given
+back. Outside a transaction every operation is one statement in autocommit: one round trip.
+While the server is known to be down, operations fail at once with DatabaseUnavailable
+instead of waiting for a pooled connection; the first one after it is back succeeds.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from functools import partial
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
+from psycopg.errors import _WaitTimeout  # psycopg's own signal that a wait's timeout expired
+from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooManyRequests
 
-from persistence._translate import check_idle_connection, translate, translating
+from persistence._translate import OperationTimedOut, check_idle_connection, translate, translating
 from persistence.config import Settings
-from persistence.connect import build_conninfo, describe_target, open_connection, server_url
+from persistence.connect import (
+    build_conninfo,
+    describe_target,
+    open_async_connection,
+    open_connection,
+    server_url,
+)
 from persistence.errors import DatabaseUnavailable
-from persistence.repositories import SchwabAuthRepository, TradeRepository
+from persistence.operations import NONE, Operation, Query
+from persistence.repositories import Async, SchwabAuthRepository, Sync, TradeRepository
+from persistence.runners import arun_on, run_on
 
-__all__ = ["Database", "Transaction"]
+if TYPE_CHECKING:
+    from persistence.health import HealthReport
+
+__all__ = ["AsyncDatabase", "AsyncTransaction", "Database", "Transaction"]
 
 logger = logging.getLogger(__name__)
 
-Connection = psycopg.Connection[Any]
+T = TypeVar("T")
+
+# The pool retries a lost connection with a growing delay; giving up after this many seconds
+# lets the next request start a fresh attempt at once, so recovery never waits on a long backoff.
+RECONNECT_TIMEOUT = 5.0
+# After a wait timed out, how long the cancel request may take before the connection is dropped.
+CANCEL_TIMEOUT = 1.0
+# Connections lent to user code (transaction blocks) may have changed session settings.
+RESET = "RESET ALL"
+PING: Query[None] = Query("SELECT 1", fetch=NONE)
 
 
-class Transaction:
-    """The repositories bound to one connection inside ``Database.transaction()``."""
+def _timed_out(conn: Any, deadline: float) -> OperationTimedOut:
+    logger.warning("no answer from the server within %g s: dropping the connection", deadline)
+    conn.close()
+    return OperationTimedOut(f"the server did not answer within {deadline:g} s")
 
-    __slots__ = ("connection", "schwab_auth", "trades")
 
-    def __init__(self, connection: Connection) -> None:
-        self.connection = connection
-        self.trades = TradeRepository(self._connection)
-        self.schwab_auth = SchwabAuthRepository(self._connection)
+class DeadlineConnection(psycopg.Connection[Any]):
+    """A connection whose every wait for the server ends after ``deadline`` seconds.
 
-    @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        with translating():
-            yield self.connection
+    The server enforces statement_timeout only while it can hear us; a partition or a dead host
+    would leave a blocking call waiting forever. On expiry the statement is cancelled (when the
+    server can be reached), the connection closed, and OperationTimedOut raised.
+    """
 
-    @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """A nested block: a savepoint, rolled back alone when the block raises."""
-        with translating(), self.connection.transaction():
-            yield self
+    deadline: float | None = None
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return super().wait(gen, interval, self.deadline if timeout is None else timeout)
+        except _WaitTimeout:
+            deadline = self.deadline if timeout is None else timeout
+            with suppress(psycopg.Error):  # unreachable: closing is all that is left
+                self.cancel_safe(timeout=CANCEL_TIMEOUT)
+            raise _timed_out(self, deadline or 0) from None
+
+
+class AsyncDeadlineConnection(psycopg.AsyncConnection[Any]):
+    """``DeadlineConnection`` for asyncio."""
+
+    deadline: float | None = None
+
+    async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        try:
+            return await super().wait(gen, interval, self.deadline if timeout is None else timeout)
+        except _WaitTimeout:
+            deadline = self.deadline if timeout is None else timeout
+            with suppress(psycopg.Error):
+                await self.cancel_safe(timeout=CANCEL_TIMEOUT)
+            raise _timed_out(self, deadline or 0) from None
 
 
 class _ServerDown(BaseException):
@@ -54,68 +103,145 @@ class _ServerDown(BaseException):
         self.error = error
 
 
-# The pool retries a lost connection with a growing delay; giving up after this many seconds
-# lets the next request start a fresh attempt at once, so recovery never waits on a long backoff.
-RECONNECT_TIMEOUT = 5.0
+P = TypeVar("P", ConnectionPool[Any], AsyncConnectionPool[Any])
 
 
-class _Borrowed:
-    """One pooled connection for one operation; psycopg errors leave it translated.
+class _Pooled(Generic[P]):
+    """What both databases share: settings, target, pool state and error handling."""
 
-    A class rather than a generator context manager: this is on every operation's path.
-    """
-
-    __slots__ = ("_conn", "_db", "_timeout")
-
-    def __init__(self, db: Database, timeout: float | None = None) -> None:
-        self._db = db
-        self._timeout = timeout
-
-    def __enter__(self) -> Connection:
-        self._conn = self._db._getconn(self._timeout)
-        return self._conn
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        conn = self._conn
-        # the pool rolls back whatever a returned connection left open
-        self._db._pool.putconn(conn)
-        if isinstance(exc, psycopg.Error):
-            if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and conn.broken:
-                self._db._server_down = True
-            raise translate(exc) from None
-
-
-class Database:
-    """A connection pool to one PostgreSQL database, with the repositories on it.
-
-    Outside a transaction every operation is one statement in autocommit: one round trip.
-    While the server is known to be down, operations fail at once with DatabaseUnavailable
-    instead of waiting for a pooled connection; the first one after it is back succeeds.
-    """
+    _pool: P
 
     def __init__(self, settings: Settings, conninfo: str) -> None:
         self.settings = settings
         self.target = describe_target(conninfo)
         self._conninfo = conninfo
         self._server_down = False
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
-            conninfo,
-            min_size=settings.min_size,
-            max_size=settings.max_size,
-            timeout=settings.acquire_timeout,
-            kwargs={"autocommit": True, "prepare_threshold": settings.prepare_threshold},
-            check=self._check,
-            reconnect_timeout=RECONNECT_TIMEOUT,
-            name="persistence",
-            open=False,
+
+    def _pool_options(self) -> dict[str, Any]:
+        settings = self.settings
+        return {
+            "conninfo": self._conninfo,
+            "min_size": settings.min_size,
+            "max_size": settings.max_size,
+            "timeout": settings.acquire_timeout,
+            "kwargs": {"autocommit": True, "prepare_threshold": settings.prepare_threshold},
+            "check": getattr(self, "_check"),  # noqa: B009 - each subclass's own I/O style
+            "configure": getattr(self, "_configure"),  # noqa: B009
+            "reconnect_timeout": RECONNECT_TIMEOUT,
+            "name": "persistence",
+            "open": False,
+        }
+
+    def __repr__(self) -> str:
+        state = "closed" if self._pool.closed else "open"
+        return f"<{type(self).__name__} {self.target} {state}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._pool.closed
+
+    @property
+    def pool(self) -> P:
+        """The psycopg pool, for its statistics. Connections taken from it directly bypass the
+        library: leave their session settings as you found them."""
+        return self._pool
+
+    def _deadline(self) -> float | None:
+        return self.settings.operation_timeout or None
+
+    def _open_failed(self) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"could not open {self.settings.min_size} connection(s) to {self.target} within "
+            f"{self.settings.connect_timeout:g} s"
         )
-        self.trades = TradeRepository(self._connection)
-        self.schwab_auth = SchwabAuthRepository(self._connection)
+
+    def _opened(self) -> None:
+        logger.info(
+            "connected to %s (pool %d..%d)",
+            self.target,
+            self.settings.min_size,
+            self.settings.max_size,
+        )
+
+    def _acquire_failed(self, exc: BaseException, wait: float) -> BaseException:
+        if isinstance(exc, _ServerDown):
+            return exc.error
+        return translate(exc, acquire_timeout=wait)
+
+    def _failed(self, conn: Any, exc: psycopg.Error) -> BaseException:
+        """Our error for a failed operation; notes a server that went away."""
+        if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and conn.broken:
+            self._server_down = True
+        return translate(exc)
+
+    def _wait(self, timeout: float | None) -> float:
+        return self.settings.acquire_timeout if timeout is None else timeout
+
+
+ACQUIRE_ERRORS = (psycopg.Error, PoolTimeout, TooManyRequests, _ServerDown)
+
+
+def _run_translated(conn: psycopg.Connection[Any], op: Operation[T]) -> T:
+    with translating():
+        return run_on(conn, op)  # type: ignore[no-any-return]
+
+
+async def _arun_translated(conn: psycopg.AsyncConnection[Any], op: Operation[T]) -> T:
+    with translating():
+        return await arun_on(conn, op)  # type: ignore[no-any-return]
+
+
+class Transaction:
+    """The repositories bound to one connection inside ``Database.transaction()``."""
+
+    __slots__ = ("connection", "schwab_auth", "trades")
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self.connection = connection
+        run = partial(_run_translated, connection)
+        self.trades: TradeRepository[Sync] = TradeRepository(run)
+        self.schwab_auth: SchwabAuthRepository[Sync] = SchwabAuthRepository(run)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A nested block: a savepoint, rolled back alone when the block raises."""
+        with translating(), self.connection.transaction():
+            yield self
+
+
+class AsyncTransaction:
+    """The repositories bound to one connection inside ``AsyncDatabase.transaction()``."""
+
+    __slots__ = ("connection", "schwab_auth", "trades")
+
+    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        self.connection = connection
+        run = partial(_arun_translated, connection)
+        self.trades: TradeRepository[Async] = TradeRepository(run)
+        self.schwab_auth: SchwabAuthRepository[Async] = SchwabAuthRepository(run)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncTransaction]:
+        """A nested block: a savepoint, rolled back alone when the block raises."""
+        with translating():
+            async with self.connection.transaction():
+                yield self
+
+
+def _prepare(url: str | None, settings: dict[str, Any]) -> Settings:
+    if url is not None:
+        settings["url"] = url
+    return Settings.from_env(**settings)
+
+
+class Database(_Pooled[ConnectionPool[Any]]):
+    """A connection pool to one PostgreSQL database, with the repositories on it."""
+
+    def __init__(self, settings: Settings, conninfo: str) -> None:
+        super().__init__(settings, conninfo)
+        self._pool = ConnectionPool(connection_class=DeadlineConnection, **self._pool_options())
+        self.trades: TradeRepository[Sync] = TradeRepository(self._run)
+        self.schwab_auth: SchwabAuthRepository[Sync] = SchwabAuthRepository(self._run)
 
     @classmethod
     def connect(cls, url: str | None = None, *, wait: float = 0.0, **settings: Any) -> Database:
@@ -124,9 +250,7 @@ class Database:
         ``wait`` is how long to keep retrying a server that is still starting (with backoff and a
         log line per attempt); 0 fails at once with :class:`DatabaseUnavailable`.
         """
-        if url is not None:
-            settings["url"] = url
-        config = Settings.from_env(**settings)
+        config = _prepare(url, settings)
         conninfo = build_conninfo(config, server_url(config))
         # one direct connection first: it gives the real reason (refused, auth, timeout), which
         # the pool's background workers only log
@@ -136,16 +260,9 @@ class Database:
             db._pool.open(wait=True, timeout=config.connect_timeout + 1)
         except PoolTimeout:
             db._pool.close(timeout=0)
-            raise DatabaseUnavailable(
-                f"could not open {config.min_size} connection(s) to {db.target} within "
-                f"{config.connect_timeout:g} s"
-            ) from None
-        logger.info("connected to %s (pool %d..%d)", db.target, config.min_size, config.max_size)
+            raise db._open_failed() from None
+        db._opened()
         return db
-
-    def __repr__(self) -> str:
-        state = "closed" if self._pool.closed else "open"
-        return f"<Database {self.target} {state}>"
 
     def __enter__(self) -> Database:
         return self
@@ -158,20 +275,15 @@ class Database:
     ) -> None:
         self.close()
 
-    @property
-    def closed(self) -> bool:
-        return self._pool.closed
-
-    @property
-    def pool(self) -> ConnectionPool[Connection]:
-        return self._pool
-
     def close(self, timeout: float = 5.0) -> None:
         """Close the pool. Safe to call twice.
 
         Operations already running finish; their connections are closed as they come back.
         """
         self._pool.close(timeout=timeout)
+
+    def _configure(self, conn: DeadlineConnection) -> None:
+        conn.deadline = self._deadline()
 
     def _probe(self) -> None:
         """Raise DatabaseUnavailable unless a new connection to the server succeeds."""
@@ -182,48 +294,194 @@ class Database:
             raise
         self._server_down = False
 
-    def _getconn(self, timeout: float | None = None) -> Connection:
+    def _getconn(self, timeout: float | None = None) -> DeadlineConnection:
         """A pooled connection within ``timeout`` (default: the acquire timeout), or our error.
 
         While the server is known to be down, a probe fails at once instead of waiting.
         """
-        wait = self.settings.acquire_timeout if timeout is None else timeout
+        wait = self._wait(timeout)
         try:
             if self._server_down:
                 self._probe()
-            return self._pool.getconn(timeout=wait)
-        except _ServerDown as down:
-            raise down.error from None
-        except (psycopg.Error, PoolTimeout, TooManyRequests) as exc:
-            raise translate(exc, acquire_timeout=wait) from None
+            return self._pool.getconn(timeout=wait)  # type: ignore[no-any-return]
+        except ACQUIRE_ERRORS as exc:
+            raise self._acquire_failed(exc, wait) from None
 
-    def _check(self, conn: Connection) -> None:
+    def _check(self, conn: psycopg.Connection[Any]) -> None:
         try:
             check_idle_connection(conn)
+            return
         except psycopg.Error:
-            # this connection is dead: is it just this one (terminated), or the server?
-            try:
-                self._probe()
-            except DatabaseUnavailable as down:
-                raise _ServerDown(down) from None
-            raise  # only this connection: the pool discards it and hands out another
+            pass
+        # this connection is dead: is it just this one (terminated), or the server?
+        try:
+            self._probe()
+        except DatabaseUnavailable as down:
+            raise _ServerDown(down) from None
+        raise psycopg.OperationalError("connection lost")  # the pool takes another
 
-    def _connection(self, timeout: float | None = None) -> _Borrowed:
-        """One pooled connection, waited for ``timeout`` s (default: the acquire timeout)."""
-        return _Borrowed(self, timeout)
+    def _run(self, op: Operation[T], timeout: float | None = None) -> T:
+        """Run ``op`` on a pooled connection; ``timeout`` bounds both the wait and each answer."""
+        conn = self._getconn(timeout)
+        if timeout is not None:
+            conn.deadline = timeout
+        try:
+            return run_on(conn, op)  # type: ignore[no-any-return]
+        except psycopg.Error as exc:
+            raise self._failed(conn, exc) from None
+        finally:
+            conn.deadline = self._deadline()
+            self._pool.putconn(conn)
 
     def ping(self) -> float:
         """One round trip to the server; returns its duration in seconds."""
-        with self._connection() as conn:
-            start = time.perf_counter()
-            conn.execute("SELECT 1")
-            return time.perf_counter() - start
+        start = time.perf_counter()
+        self._run(PING)
+        return time.perf_counter() - start
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """A block whose operations share one connection: commit on exit, roll back on error.
 
-        Nest with ``tx.transaction()`` for a savepoint.
+        Nest with ``tx.transaction()`` for a savepoint. The connection goes back to the pool
+        with its session settings reset, whatever the block SET.
         """
-        with self._connection() as conn, conn.transaction():
-            yield Transaction(conn)
+        conn = self._getconn()
+        try:
+            with conn.transaction():
+                yield Transaction(conn)
+        except psycopg.Error as exc:
+            raise self._failed(conn, exc) from None
+        finally:
+            try:
+                if not conn.broken:
+                    conn.execute(RESET)
+            except psycopg.Error:
+                conn.close()
+            self._pool.putconn(conn)
+
+    def health_check(self, *, timeout: float = 2.0) -> HealthReport:
+        """Report on the database; never raises, returns within about ``timeout`` seconds."""
+        from persistence.health import health_check
+
+        return health_check(self, timeout=timeout)
+
+
+class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
+    """``Database`` for asyncio: the same operations, settings and errors, each awaited."""
+
+    def __init__(self, settings: Settings, conninfo: str) -> None:
+        super().__init__(settings, conninfo)
+        self._pool = AsyncConnectionPool(
+            connection_class=AsyncDeadlineConnection, **self._pool_options()
+        )
+        self.trades: TradeRepository[Async] = TradeRepository(self._run)
+        self.schwab_auth: SchwabAuthRepository[Async] = SchwabAuthRepository(self._run)
+
+    @classmethod
+    async def connect(
+        cls, url: str | None = None, *, wait: float = 0.0, **settings: Any
+    ) -> AsyncDatabase:
+        """Open a pool on ``url``; the same arguments and defaults as ``Database.connect``."""
+        config = _prepare(url, settings)
+        # starting the embedded server blocks: keep it off the event loop
+        conninfo = build_conninfo(config, await asyncio.to_thread(server_url, config))
+        await (await open_async_connection(conninfo, wait=wait)).close()
+        db = cls(config, conninfo)
+        try:
+            await db._pool.open(wait=True, timeout=config.connect_timeout + 1)
+        except PoolTimeout:
+            await db._pool.close(timeout=0)
+            raise db._open_failed() from None
+        db._opened()
+        return db
+
+    async def __aenter__(self) -> AsyncDatabase:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close the pool. Safe to call twice."""
+        await self._pool.close(timeout=timeout)
+
+    async def _configure(self, conn: AsyncDeadlineConnection) -> None:
+        conn.deadline = self._deadline()
+
+    async def _probe(self) -> None:
+        try:
+            await (await open_async_connection(self._conninfo)).close()
+        except DatabaseUnavailable:
+            self._server_down = True
+            raise
+        self._server_down = False
+
+    async def _getconn(self, timeout: float | None = None) -> AsyncDeadlineConnection:
+        wait = self._wait(timeout)
+        try:
+            if self._server_down:
+                await self._probe()
+            return await self._pool.getconn(timeout=wait)  # type: ignore[no-any-return]
+        except ACQUIRE_ERRORS as exc:
+            raise self._acquire_failed(exc, wait) from None
+
+    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            pending = check_idle_connection(conn, AsyncConnectionPool.check_connection)
+            if pending is not None:
+                await pending
+            return
+        except psycopg.Error:
+            pass
+        try:
+            await self._probe()
+        except DatabaseUnavailable as down:
+            raise _ServerDown(down) from None
+        raise psycopg.OperationalError("connection lost")
+
+    async def _run(self, op: Operation[T], timeout: float | None = None) -> T:
+        conn = await self._getconn(timeout)
+        if timeout is not None:
+            conn.deadline = timeout
+        try:
+            return await arun_on(conn, op)  # type: ignore[no-any-return]
+        except psycopg.Error as exc:
+            raise self._failed(conn, exc) from None
+        finally:
+            conn.deadline = self._deadline()
+            await self._pool.putconn(conn)
+
+    async def ping(self) -> float:
+        """One round trip to the server; returns its duration in seconds."""
+        start = time.perf_counter()
+        await self._run(PING)
+        return time.perf_counter() - start
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncTransaction]:
+        """``Database.transaction`` for asyncio: ``async with db.transaction() as tx``."""
+        conn = await self._getconn()
+        try:
+            async with conn.transaction():
+                yield AsyncTransaction(conn)
+        except psycopg.Error as exc:
+            raise self._failed(conn, exc) from None
+        finally:
+            try:
+                if not conn.broken:
+                    await conn.execute(RESET)
+            except psycopg.Error:
+                await conn.close()
+            await self._pool.putconn(conn)
+
+    async def health_check(self, *, timeout: float = 2.0) -> HealthReport:
+        """Report on the database; never raises, returns within about ``timeout`` seconds."""
+        from persistence.health import async_health_check
+
+        return await async_health_check(self, timeout=timeout)

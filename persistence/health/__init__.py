@@ -7,6 +7,7 @@ pool: when no connection is free it reports that instead.
 from __future__ import annotations
 
 import time
+from collections.abc import Generator
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any, Literal
 import attrs
 
 from persistence.config import redact
-from persistence.database import Database
+from persistence.database import AsyncDatabase, Database
 from persistence.errors import MigrationDrift, PersistenceError
 from persistence.migrate import (
     AppliedMigration,
@@ -24,8 +25,9 @@ from persistence.migrate import (
     default_migrations_dir,
     load_migrations,
 )
+from persistence.operations import ALL, Query, Step, Steps
 
-__all__ = ["HealthReport", "Status", "health_check"]
+__all__ = ["HealthReport", "Status", "async_health_check", "health_check"]
 
 Status = Literal["healthy", "degraded", "unhealthy"]
 
@@ -65,7 +67,7 @@ def _shipped(directory: Path) -> tuple[Migration, ...]:
     return tuple(load_migrations(directory))
 
 
-def _pool_figures(db: Database) -> dict[str, int]:
+def _pool_figures(db: Database | AsyncDatabase) -> dict[str, int]:
     stats = db.pool.get_stats()
     return {
         "size": stats.get("pool_size", 0),
@@ -77,9 +79,24 @@ def _pool_figures(db: Database) -> dict[str, int]:
     }
 
 
-def health_check(db: Database, *, timeout: float = 2.0) -> HealthReport:
-    """Report on ``db``; never raises, and returns within about ``timeout`` seconds."""
-    now = datetime.now(UTC)
+def _server_facts(timeout: float) -> Steps[tuple[str, str, list[tuple[int, str]]]]:
+    """One transaction: the server's facts and the applied migrations, bounded on the server too."""
+    return Steps(_facts(timeout))
+
+
+def _facts(timeout: float) -> Generator[Step, Any, tuple[str, str, list[tuple[int, str]]]]:
+    # the server-side limit keeps a stuck server from holding us past the timeout
+    yield Query(
+        "SELECT set_config('statement_timeout', %s, true)",
+        (f"{max(1, round(timeout * 1000))}ms",),
+    )
+    version, database, has_history = yield Query(_SERVER_FACTS)
+    applied = (yield Query(_HISTORY, fetch=ALL)) if has_history else []
+    return version, database, applied
+
+
+def _before(db: Database | AsyncDatabase, now: datetime) -> HealthReport | None:
+    """The report that needs no round trip: a closed database or an exhausted pool."""
     pool = _pool_figures(db)
     if db.closed:
         return HealthReport("unhealthy", now, pool=pool, error="the Database is closed")
@@ -91,24 +108,24 @@ def health_check(db: Database, *, timeout: float = 2.0) -> HealthReport:
             error=f"the pool is exhausted: {pool['size']} connections busy, "
             f"{pool['waiting']} requests waiting",
         )
-    try:
-        migrations = _shipped(db.settings.migrations_dir or default_migrations_dir())
-        with db._connection(timeout) as conn:
-            start = time.perf_counter()
-            with conn.transaction():
-                # the server-side limit keeps a stuck server from holding us past the timeout
-                conn.execute(
-                    "SELECT set_config('statement_timeout', %s, true)",
-                    (f"{max(1, round(timeout * 1000))}ms",),
-                )
-                version, database, has_history = conn.execute(_SERVER_FACTS).fetchone()  # type: ignore[misc]
-                applied = conn.execute(_HISTORY).fetchall() if has_history else []
-            latency_ms = (time.perf_counter() - start) * 1000
-    except Exception as exc:  # a health check reports; it never raises
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if not isinstance(exc, PersistenceError):
-            reason = f"{type(exc).__name__}: {reason}"
-        return HealthReport("unhealthy", now, pool=_pool_figures(db), error=redact(reason))
+    return None
+
+
+def _failed(db: Database | AsyncDatabase, now: datetime, exc: Exception) -> HealthReport:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if not isinstance(exc, PersistenceError):
+        reason = f"{type(exc).__name__}: {reason}"
+    return HealthReport("unhealthy", now, pool=_pool_figures(db), error=redact(reason))
+
+
+def _report(
+    db: Database | AsyncDatabase,
+    now: datetime,
+    facts: tuple[str, str, list[tuple[int, str]]],
+    latency_ms: float,
+) -> HealthReport:
+    version, database, applied = facts
+    migrations = _shipped(db.settings.migrations_dir or default_migrations_dir())
     history = [AppliedMigration(v, c) for v, c in applied]
     drift: tuple[str, ...] = ()
     try:
@@ -131,3 +148,29 @@ def health_check(db: Database, *, timeout: float = 2.0) -> HealthReport:
         pool=_pool_figures(db),
         error=f"{pending} migration(s) pending" if pending and not drift else None,
     )
+
+
+def health_check(db: Database, *, timeout: float = 2.0) -> HealthReport:
+    """Report on ``db``; never raises, and returns within about ``timeout`` seconds."""
+    now = datetime.now(UTC)
+    if (early := _before(db, now)) is not None:
+        return early
+    start = time.perf_counter()
+    try:
+        facts = db._run(_server_facts(timeout), timeout)
+    except Exception as exc:  # a health check reports; it never raises
+        return _failed(db, now, exc)
+    return _report(db, now, facts, (time.perf_counter() - start) * 1000)
+
+
+async def async_health_check(db: AsyncDatabase, *, timeout: float = 2.0) -> HealthReport:
+    """``health_check`` for an AsyncDatabase."""
+    now = datetime.now(UTC)
+    if (early := _before(db, now)) is not None:
+        return early
+    start = time.perf_counter()
+    try:
+        facts = await db._run(_server_facts(timeout), timeout)
+    except Exception as exc:
+        return _failed(db, now, exc)
+    return _report(db, now, facts, (time.perf_counter() - start) * 1000)

@@ -1,0 +1,97 @@
+"""Operations as data: what to send and how to read the answer, with no I/O.
+
+An operation is either one :class:`Query` (a statement, its parameters, what to fetch and a pure
+``decode`` of the result), or :class:`Steps`: a generator that yields statements and receives
+their results, for operations of several statements. The runners in ``persistence.runners``
+execute both, one runner per I/O style (blocking and asyncio); nothing here knows which.
+
+A step's failure is thrown into its generator as our error (``persistence.errors``). Only a
+step run with ``savepoint=True`` may be caught and followed by more steps: any other failure
+has aborted the transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["ALL", "COUNT", "NONE", "ONE", "Batch", "Copy", "Operation", "Query", "Steps"]
+
+T = TypeVar("T")
+
+# what a Query fetches: the first row (or None), every row, the row count, or nothing
+ONE, ALL, COUNT, NONE = range(4)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+class Query(Generic[T]):
+    """One statement with bound parameters; ``decode`` turns the fetched result into ``T``."""
+
+    __slots__ = ("decode", "fetch", "params", "savepoint", "sql")
+
+    def __init__(
+        self,
+        sql: str,
+        params: Any = None,
+        *,
+        fetch: int = ONE,
+        decode: Callable[[Any], T] = _same,
+        savepoint: bool = False,
+    ) -> None:
+        self.sql = sql
+        self.params = params
+        self.fetch = fetch
+        self.decode = decode
+        self.savepoint = savepoint
+
+    def __repr__(self) -> str:
+        return f"Query({self.sql!r}, {self.params!r})"
+
+
+class Copy:
+    """``COPY ... FROM STDIN`` of ``rows``; its result is the number of rows copied."""
+
+    __slots__ = ("rows", "savepoint", "sql")
+
+    def __init__(self, sql: str, rows: Iterable[tuple[Any, ...]], *, savepoint: bool = False):
+        self.sql = sql
+        self.rows = rows
+        self.savepoint = savepoint
+
+    def __repr__(self) -> str:
+        return f"Copy({self.sql!r})"
+
+
+class Batch:
+    """Asks the runner for up to ``size`` items of the operation's input; [] when it is spent."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+
+Step = Query[Any] | Copy | Batch
+
+
+class Steps(Generic[T]):
+    """A generator of steps whose return value is the result; ``atomic``: one transaction.
+
+    ``source`` is the operation's input stream (an iterable, or an async iterable on the async
+    runner), read through :class:`Batch` steps so that memory stays bounded.
+    """
+
+    __slots__ = ("atomic", "gen", "source")
+
+    def __init__(
+        self, gen: Generator[Step, Any, T], *, atomic: bool = True, source: Any = None
+    ) -> None:
+        self.gen = gen
+        self.atomic = atomic
+        self.source = source
+
+
+Operation = Query[T] | Steps[T]

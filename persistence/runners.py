@@ -1,0 +1,166 @@
+"""Runners: the only code that does I/O for operations (``persistence.operations``).
+
+There is one driver per I/O style: ``run_on`` for a blocking connection and ``arun_on`` for an
+asyncio one. Each executes a :class:`Query` in one round trip, or drives a :class:`Steps`
+generator, inside a transaction when it is atomic (a savepoint when one is already open).
+psycopg's errors leave a driver as they are: the caller, which knows whether it owns the
+connection, translates them. Everything an operation means lives in the operation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable, Iterator
+from itertools import islice
+from typing import Any
+
+import psycopg
+
+from persistence._translate import translate
+from persistence.errors import PersistenceError
+from persistence.operations import ALL, COUNT, ONE, Batch, Copy, Operation, Query, Step, Steps
+
+__all__ = ["arun_on", "run_on"]
+
+Connection = psycopg.Connection[Any]
+AsyncConnection = psycopg.AsyncConnection[Any]
+
+
+class _Driver:
+    """The pure part of driving a Steps generator: what comes next, given the last result."""
+
+    __slots__ = ("error", "gen", "reply")
+
+    def __init__(self, steps: Steps[Any]) -> None:
+        self.gen = steps.gen
+        self.reply: Any = None
+        self.error: PersistenceError | None = None
+
+    def next(self) -> Step | None:
+        """The next step, or None once the generator has returned (its value is ``reply``)."""
+        reply, error = self.reply, self.error
+        self.reply = self.error = None
+        try:
+            return self.gen.send(reply) if error is None else self.gen.throw(error)
+        except StopIteration as done:
+            self.reply = done.value
+            return None
+
+    def failed(self, exc: psycopg.Error) -> None:
+        """A savepoint step failed and was rolled back: the generator gets our error."""
+        self.error = translate(exc)
+
+
+def _fetched(cursor: psycopg.Cursor[Any], fetch: int) -> Any:
+    if fetch == ONE:
+        return cursor.fetchone()
+    if fetch == ALL:
+        return cursor.fetchall()
+    return cursor.rowcount if fetch == COUNT else None
+
+
+def _execute(conn: Connection, step: Query[Any] | Copy) -> Any:
+    if type(step) is Query:
+        return _fetched(conn.execute(step.sql, step.params), step.fetch)
+    assert isinstance(step, Copy)
+    with conn.cursor() as cursor:
+        with cursor.copy(step.sql) as copy:
+            for row in step.rows:
+                copy.write_row(row)
+        return cursor.rowcount
+
+
+def _drive(conn: Connection, steps: Steps[Any]) -> Any:
+    driver = _Driver(steps)
+    source: Iterator[Any] = iter(steps.source or ())
+    while (step := driver.next()) is not None:
+        if isinstance(step, Batch):
+            driver.reply = list(islice(source, step.size))
+        elif not step.savepoint:
+            driver.reply = _execute(conn, step)
+        else:
+            try:
+                with conn.transaction():
+                    driver.reply = _execute(conn, step)
+            except psycopg.Error as exc:
+                driver.failed(exc)
+    return driver.reply
+
+
+def run_on(conn: Connection, op: Operation[Any]) -> Any:
+    """Run ``op`` on a blocking connection."""
+    if type(op) is Query:
+        return op.decode(_execute(conn, op))
+    assert isinstance(op, Steps)
+    if not op.atomic:
+        return _drive(conn, op)
+    with conn.transaction():
+        return _drive(conn, op)
+
+
+# --- asyncio: the same, awaited ------------------------------------------------------------
+
+
+async def _afetched(cursor: psycopg.AsyncCursor[Any], fetch: int) -> Any:
+    if fetch == ONE:
+        return await cursor.fetchone()
+    if fetch == ALL:
+        return await cursor.fetchall()
+    return cursor.rowcount if fetch == COUNT else None
+
+
+async def _aexecute(conn: AsyncConnection, step: Query[Any] | Copy) -> Any:
+    if type(step) is Query:
+        return await _afetched(await conn.execute(step.sql, step.params), step.fetch)
+    assert isinstance(step, Copy)
+    async with conn.cursor() as cursor:
+        async with cursor.copy(step.sql) as copy:
+            for row in step.rows:
+                await copy.write_row(row)
+        return cursor.rowcount
+
+
+async def _abatch(source: Any, size: int) -> list[Any]:
+    """Up to ``size`` items of an async iterator, or of a plain one."""
+    if not hasattr(source, "__anext__"):
+        return list(islice(source, size))
+    items: list[Any] = []
+    while len(items) < size:
+        try:
+            items.append(await anext(source))
+        except StopAsyncIteration:
+            break
+    return items
+
+
+def _aiter(source: AsyncIterable[Any] | Iterable[Any] | None) -> Any:
+    if source is None:
+        return iter(())
+    return aiter(source) if isinstance(source, AsyncIterable) else iter(source)
+
+
+async def _adrive(conn: AsyncConnection, steps: Steps[Any]) -> Any:
+    driver = _Driver(steps)
+    source = _aiter(steps.source)
+    while (step := driver.next()) is not None:
+        if isinstance(step, Batch):
+            driver.reply = await _abatch(source, step.size)
+        elif not step.savepoint:
+            driver.reply = await _aexecute(conn, step)
+        else:
+            try:
+                async with conn.transaction():
+                    driver.reply = await _aexecute(conn, step)
+            except psycopg.Error as exc:
+                driver.failed(exc)
+    return driver.reply
+
+
+async def arun_on(conn: AsyncConnection, op: Operation[Any]) -> Any:
+    """Run ``op`` on an asyncio connection."""
+    if type(op) is Query:
+        return op.decode(await _aexecute(conn, op))
+    assert isinstance(op, Steps)
+    if not op.atomic:
+        return await _adrive(conn, op)
+    async with conn.transaction():
+        return await _adrive(conn, op)
