@@ -9,7 +9,7 @@ validators would cost more than fetching the row).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from operator import attrgetter
@@ -46,23 +46,32 @@ converter.register_unstructure_hook(StrEnum, lambda member: member.value)
 
 
 def _row_structure_fn(
-    cls: type[T], columns: tuple[str, ...], **decode: dict[Any, Any]
+    cls: type[T], columns: tuple[str, ...], *, utc: tuple[str, ...] = (), **decode: dict[Any, Any]
 ) -> Callable[[Any, Any], T]:
     """A function building ``cls`` from a row in ``columns`` order without running validators.
 
     ``decode`` maps a field to a dict from stored value to model value (the enums), looked up
-    inline: this runs once per fetched row.
+    inline: this runs once per fetched row. ``utc`` names the datetime fields, given back in UTC
+    whatever time zone the session was in (one identity check when it already is UTC).
     """
     fields = [field.name for field in attrs.fields(cast(Any, cls))]
     if tuple(fields) != columns:
         raise TypeError(f"{cls.__name__} fields {fields} differ from the columns {columns}")
-    namespace: dict[str, Any] = {"_new": object.__new__, "_set": object.__setattr__, "_cls": cls}
+    namespace: dict[str, Any] = {
+        "_new": object.__new__,
+        "_set": object.__setattr__,
+        "_cls": cls,
+        "_UTC": UTC,
+    }
     lines = ["def build(row, _type=None):", "    obj = _new(_cls)"]
     for index, name in enumerate(fields):
         value = f"row[{index}]"
         if name in decode:
             namespace[f"_decode_{name}"] = decode[name]
             value = f"_decode_{name}[{value}]"
+        elif name in utc:
+            lines.append(f"    _at = {value}")
+            value = "_at if _at is None or _at.tzinfo is _UTC else _at.astimezone(_UTC)"
         lines.append(f"    _set(obj, {name!r}, {value})")
     lines.append("    return obj")
     exec("\n".join(lines), namespace)  # noqa: S102 - generated from field names, like attrs itself
@@ -76,10 +85,13 @@ def _by_value(kind: type[StrEnum]) -> dict[str, StrEnum]:
 trade_from_row: Callable[[Any, Any], Trade] = _row_structure_fn(
     Trade,
     TRADE_COLUMNS,
+    utc=("created_at", "completed_at"),
     schwab_instruction=_by_value(Instruction),
     status=_by_value(TradeStatus),
 )
-auth_from_row: Callable[[Any, Any], SchwabAuth] = _row_structure_fn(SchwabAuth, SCHWAB_AUTH_COLUMNS)
+auth_from_row: Callable[[Any, Any], SchwabAuth] = _row_structure_fn(
+    SchwabAuth, SCHWAB_AUTH_COLUMNS, utc=("access_token_fetched_at", "refresh_token_fetched_at")
+)
 converter.register_structure_hook(Trade, trade_from_row)
 converter.register_structure_hook(SchwabAuth, auth_from_row)
 

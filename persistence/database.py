@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
@@ -55,30 +56,39 @@ RESET = "RESET ALL"
 PING: Query[None] = Query("SELECT 1", fetch=NONE)
 
 
-def _timed_out(conn: Any, deadline: float) -> OperationTimedOut:
+def _timed_out(deadline: float) -> OperationTimedOut:
     logger.warning("no answer from the server within %g s: dropping the connection", deadline)
-    conn.close()
     return OperationTimedOut(f"the server did not answer within {deadline:g} s")
 
 
+def _budget(deadline: float) -> tuple[float, float]:
+    """The deadline split into the wait for an answer and the cancel request after it."""
+    cancel = min(CANCEL_TIMEOUT, deadline / 4)
+    return deadline - cancel, cancel
+
+
 class DeadlineConnection(psycopg.Connection[Any]):
-    """A connection whose every wait for the server ends after ``deadline`` seconds.
+    """A connection whose every wait for the server ends within ``deadline`` seconds.
 
     The server enforces statement_timeout only while it can hear us; a partition or a dead host
     would leave a blocking call waiting forever. On expiry the statement is cancelled (when the
-    server can be reached), the connection closed, and OperationTimedOut raised.
+    server can be reached in what is left of the deadline), the connection closed, and
+    OperationTimedOut raised.
     """
 
     deadline: float | None = None
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        if timeout is not None or self.deadline is None:
+            return super().wait(gen, interval, timeout)  # psycopg's own bounded waits
+        answer, cancel = _budget(self.deadline)
         try:
-            return super().wait(gen, interval, self.deadline if timeout is None else timeout)
+            return super().wait(gen, interval, answer)
         except _WaitTimeout:
-            deadline = self.deadline if timeout is None else timeout
             with suppress(psycopg.Error):  # unreachable: closing is all that is left
-                self.cancel_safe(timeout=CANCEL_TIMEOUT)
-            raise _timed_out(self, deadline or 0) from None
+                self.cancel_safe(timeout=cancel)
+            self.close()
+            raise _timed_out(self.deadline) from None
 
 
 class AsyncDeadlineConnection(psycopg.AsyncConnection[Any]):
@@ -87,13 +97,21 @@ class AsyncDeadlineConnection(psycopg.AsyncConnection[Any]):
     deadline: float | None = None
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        if timeout is not None or self.deadline is None:
+            return await super().wait(gen, interval, timeout)
+        answer, cancel = _budget(self.deadline)
         try:
-            return await super().wait(gen, interval, self.deadline if timeout is None else timeout)
+            return await super().wait(gen, interval, answer)
         except _WaitTimeout:
-            deadline = self.deadline if timeout is None else timeout
             with suppress(psycopg.Error):
-                await self.cancel_safe(timeout=CANCEL_TIMEOUT)
-            raise _timed_out(self, deadline or 0) from None
+                await self.cancel_safe(timeout=cancel)
+            await self.close()
+            raise _timed_out(self.deadline) from None
+
+
+def _whole(seconds: float) -> int:
+    # libpq takes whole seconds and treats anything below 2 as 2
+    return max(2, math.ceil(seconds))
 
 
 class _ServerDown(BaseException):
@@ -285,10 +303,10 @@ class Database(_Pooled[ConnectionPool[Any]]):
     def _configure(self, conn: DeadlineConnection) -> None:
         conn.deadline = self._deadline()
 
-    def _probe(self) -> None:
-        """Raise DatabaseUnavailable unless a new connection to the server succeeds."""
+    def _probe(self, wait: float) -> None:
+        """Raise DatabaseUnavailable unless a new connection succeeds within about ``wait`` s."""
         try:
-            open_connection(self._conninfo).close()
+            open_connection(self._conninfo, connect_timeout=_whole(wait)).close()
         except DatabaseUnavailable:
             self._server_down = True
             raise
@@ -302,7 +320,7 @@ class Database(_Pooled[ConnectionPool[Any]]):
         wait = self._wait(timeout)
         try:
             if self._server_down:
-                self._probe()
+                self._probe(wait)
             return self._pool.getconn(timeout=wait)  # type: ignore[no-any-return]
         except ACQUIRE_ERRORS as exc:
             raise self._acquire_failed(exc, wait) from None
@@ -315,7 +333,7 @@ class Database(_Pooled[ConnectionPool[Any]]):
             pass
         # this connection is dead: is it just this one (terminated), or the server?
         try:
-            self._probe()
+            self._probe(self.settings.connect_timeout)
         except DatabaseUnavailable as down:
             raise _ServerDown(down) from None
         raise psycopg.OperationalError("connection lost")  # the pool takes another
@@ -414,9 +432,11 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
     async def _configure(self, conn: AsyncDeadlineConnection) -> None:
         conn.deadline = self._deadline()
 
-    async def _probe(self) -> None:
+    async def _probe(self, wait: float) -> None:
         try:
-            await (await open_async_connection(self._conninfo)).close()
+            await (
+                await open_async_connection(self._conninfo, connect_timeout=_whole(wait))
+            ).close()
         except DatabaseUnavailable:
             self._server_down = True
             raise
@@ -426,7 +446,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
         wait = self._wait(timeout)
         try:
             if self._server_down:
-                await self._probe()
+                await self._probe(wait)
             return await self._pool.getconn(timeout=wait)  # type: ignore[no-any-return]
         except ACQUIRE_ERRORS as exc:
             raise self._acquire_failed(exc, wait) from None
@@ -440,7 +460,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
         except psycopg.Error:
             pass
         try:
-            await self._probe()
+            await self._probe(self.settings.connect_timeout)
         except DatabaseUnavailable as down:
             raise _ServerDown(down) from None
         raise psycopg.OperationalError("connection lost")

@@ -12,14 +12,16 @@ Tests that need no server (models, queries, config) run anywhere: ``pytest -m "n
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from persistence import Database
+from persistence import AsyncDatabase, Database
 from tests import support
+from tests.bridge import Bridged, Loop
 from tests.support import create_database, drop_database, with_database
 
 DB_FIXTURES = {
@@ -80,11 +82,55 @@ def _session_db(database_url: str) -> Iterator[Database]:
         yield db
 
 
+@pytest.fixture(scope="session")
+def loop() -> Iterator[Loop]:
+    """The event loop of the async API's tests, in its own thread, in debug mode."""
+    running = Loop()
+    yield running
+    running.close()
+
+
+@pytest.fixture(params=["sync", "async"])
+def api(request: pytest.FixtureRequest, loop: Loop) -> Iterator[str]:
+    """Each behavioural test runs on both APIs; an async run fails on a slow loop callback."""
+    before = len(loop.slow.lines)
+    yield request.param
+    slow = loop.slow.lines[before:]
+    assert not slow, f"the layer held the event loop: {slow}"
+
+
 @pytest.fixture
-def db(_session_db: Database) -> Database:
+def open_database(api: str, loop: Loop) -> Callable[..., AbstractContextManager[Any]]:
+    """``Database.connect`` on the API under test: ``with open_database(url, **settings) as db``."""
+
+    @contextmanager
+    def connect(url: str | None = None, **settings: Any) -> Iterator[Any]:
+        if api == "sync":
+            with Database.connect(url, **settings) as db:
+                yield db
+            return
+        db = loop.run(AsyncDatabase.connect(url, **settings))
+        try:
+            yield Bridged(db, loop)
+        finally:
+            loop.run(db.close())
+
+    return connect
+
+
+@pytest.fixture(scope="session")
+def _session_async_db(database_url: str, loop: Loop) -> Iterator[Any]:
+    db = loop.run(AsyncDatabase.connect(database_url, max_size=16))
+    yield Bridged(db, loop)
+    loop.run(db.close())
+
+
+@pytest.fixture
+def db(api: str, _session_db: Database, _session_async_db: Any) -> Any:
+    """The test database, emptied, on the API under test (the async one bridged)."""
     with _session_db.pool.connection() as conn:
         conn.execute("TRUNCATE trades, schwab_auth RESTART IDENTITY")
-    return _session_db
+    return _session_db if api == "sync" else _session_async_db
 
 
 @pytest.fixture

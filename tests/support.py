@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 if TYPE_CHECKING:
     from persistence import Database
@@ -122,3 +123,57 @@ def postgres_binary(url: str, name: str) -> str:
             if f" {major}." in version.stdout:
                 return str(candidate)
     pytest.skip(f"no {name} {major} on this machine")
+
+
+class SilentProxy:
+    """A TCP proxy on loopback to the test server that can go silent.
+
+    Silent, it forwards nothing and closes nothing: to the client, a network partition or a
+    dead host, which no server-side timeout can see. ``url(database_url)`` points a URL at it.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        params = conninfo_to_dict(database_url)
+        host = str(params.get("host") or "127.0.0.1")
+        port = int(params.get("port") or 5432)
+        self.upstream: Any = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
+        self.silent = False
+        self._sockets: list[socket.socket] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, database_url: str) -> str:
+        return make_conninfo(database_url, host="127.0.0.1", port=self.port)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            self._sockets.append(client)
+            if self.silent:
+                continue  # held open, never answered
+            family = socket.AF_UNIX if isinstance(self.upstream, str) else socket.AF_INET
+            server = socket.socket(family)
+            server.connect(self.upstream)
+            self._sockets.append(server)
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+                if not data:
+                    return
+                if not self.silent:  # silent: swallowed, as a partition would
+                    sink.sendall(data)
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()

@@ -6,7 +6,8 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ from persistence import (
     Database,
     DatabaseUnavailable,
 )
+from tests.factories import make_trade
+from tests.support import SilentProxy
 
 SECRET = "N0t-The-Pa55word"
 
@@ -205,3 +208,76 @@ def test_connect_waits_for_a_server_that_is_starting(scratch_server: Any) -> Non
             assert db.ping() > 0
     finally:
         timer.join()
+
+
+@pytest.fixture
+def silent_proxy(database_url: str) -> Iterator[SilentProxy]:
+    proxy = SilentProxy(database_url)
+    yield proxy
+    proxy.close()
+
+
+def test_a_silent_network_fails_each_call_within_its_timeout(
+    database_url: str, silent_proxy: SilentProxy, open_database: Callable[..., Any]
+) -> None:
+    """A partition: the server never hears the statement, so only the client can bound it."""
+    url = silent_proxy.url(database_url)
+    with open_database(url, operation_timeout=1.5, min_size=1, max_size=4) as db:
+        stored = db.trades.count()
+        silent_proxy.silent = True
+        started = time.monotonic()
+        with pytest.raises(DatabaseUnavailable, match=r"did not answer within 1\.5 s"):
+            db.trades.count()
+        assert time.monotonic() - started < 1.5 + 0.5
+        started = time.monotonic()
+        report = db.health_check(timeout=2)
+        assert time.monotonic() - started < 2 + 0.5
+        assert report.status == "unhealthy"
+        silent_proxy.silent = False
+        assert db.trades.count() == stored  # the next call after the network heals succeeds
+
+
+def test_the_health_check_keeps_its_timeout_on_a_silent_network(
+    database_url: str, silent_proxy: SilentProxy, open_database: Callable[..., Any]
+) -> None:
+    with open_database(silent_proxy.url(database_url), min_size=1) as db:
+        silent_proxy.silent = True  # the pooled connection is idle and looks fine
+        started = time.monotonic()
+        report = db.health_check(timeout=2)
+        assert time.monotonic() - started < 2 + 0.5
+        assert report.status == "unhealthy" and report.error is not None
+        assert "did not answer within 2 s" in report.error
+
+
+def test_session_settings_do_not_leak_to_the_next_borrower(
+    database_url: str, open_database: Callable[..., Any]
+) -> None:
+    with open_database(database_url, min_size=1, max_size=1) as db:
+        trade = make_trade()
+        db.trades.insert(trade)
+        with db.transaction() as tx:
+            tx.connection.execute("SET TimeZone = 'Asia/Tokyo'")
+            tx.connection.execute("SET statement_timeout = 0")
+        saved = db.trades.get(trade.tx_hash, trade.log_index)
+        assert saved is not None and saved.created_at is not None
+        assert saved.created_at.tzinfo is UTC
+        with db.pool.connection() as conn:
+            settings = conn.execute(
+                "SELECT current_setting('TimeZone'), current_setting('statement_timeout')"
+            ).fetchone()
+        assert settings == ("UTC", "30s")
+
+
+def test_rows_decode_to_utc_whatever_the_session_time_zone(
+    database_url: str, open_database: Callable[..., Any]
+) -> None:
+    url = make_conninfo(database_url, options="-c TimeZone=Asia/Tokyo")
+    with open_database(url, min_size=1, max_size=1) as db:
+        trade = make_trade()
+        db.trades.insert(trade)
+        with db.pool.connection() as conn:  # past the library: nothing resets this
+            conn.execute("SET TimeZone = 'America/New_York'")
+        saved = db.trades.get(trade.tx_hash, trade.log_index)
+        assert saved is not None and saved.created_at is not None
+        assert saved.created_at.tzinfo is UTC
+        assert db.trades.list()[0].created_at.tzinfo is UTC  # type: ignore[union-attr]

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -27,8 +27,9 @@ FAIL_FAST = 3.0
 
 
 @pytest.fixture
-def fault_db(scratch_url: str) -> Iterator[Database]:
-    with Database.connect(scratch_url, min_size=2, max_size=4, acquire_timeout=5) as db:
+def fault_db(scratch_url: str, open_database: Callable[..., Any]) -> Iterator[Database]:
+    """A database on the throwaway server, on the API under test."""
+    with open_database(scratch_url, min_size=2, max_size=4, acquire_timeout=5) as db:
         yield db
 
 
@@ -113,8 +114,10 @@ def test_server_killed_mid_transaction_loses_the_whole_transaction(
     assert fault_db.trades.get(kept.tx_hash, 0) is not None
 
 
-def test_a_terminated_connection_is_replaced(scratch_url: str) -> None:
-    with Database.connect(scratch_url, min_size=1, max_size=1) as db:
+def test_a_terminated_connection_is_replaced(
+    scratch_url: str, open_database: Callable[..., Any]
+) -> None:
+    with open_database(scratch_url, min_size=1, max_size=1) as db:
         with db.pool.connection() as conn:
             pid = conn.info.backend_pid
         with psycopg.connect(scratch_url, autocommit=True) as admin:
@@ -125,8 +128,10 @@ def test_a_terminated_connection_is_replaced(scratch_url: str) -> None:
             assert conn.info.backend_pid != pid
 
 
-def test_an_exhausted_pool_times_out_with_a_clear_error(scratch_url: str) -> None:
-    with Database.connect(scratch_url, min_size=1, max_size=1, acquire_timeout=0.5) as db:
+def test_an_exhausted_pool_times_out_with_a_clear_error(
+    scratch_url: str, open_database: Callable[..., Any]
+) -> None:
+    with open_database(scratch_url, min_size=1, max_size=1, acquire_timeout=0.5) as db:
         with every_connection_busy(db):
             started = time.monotonic()
             with pytest.raises(DatabaseUnavailable, match="pool is exhausted"):
@@ -189,13 +194,13 @@ def test_data_survives_a_server_restart_and_a_new_process(
 
 
 def test_connect_without_wait_fails_at_once_when_the_server_is_down(
-    scratch_server: Any, scratch_url: str
+    scratch_server: Any, scratch_url: str, open_database: Callable[..., Any]
 ) -> None:
     scratch_server.stop()
     try:
         started = time.monotonic()
-        with pytest.raises(DatabaseUnavailable, match="cannot connect"):
-            Database.connect(scratch_url)
+        with pytest.raises(DatabaseUnavailable, match="cannot connect"), open_database(scratch_url):
+            pass
         assert time.monotonic() - started < FAIL_FAST
     finally:
         scratch_server.start()
@@ -260,19 +265,17 @@ def test_soak_the_bot_mix_across_two_restarts(scratch_server: Any, scratch_url: 
 
 
 def test_health_check_reports_a_server_that_went_away(
-    scratch_server: Any, scratch_url: str
+    scratch_server: Any, scratch_url: str, open_database: Callable[..., Any]
 ) -> None:
-    from persistence import health_check
-
-    with Database.connect(scratch_url, min_size=2) as db:
-        assert health_check(db).status == "healthy"
+    with open_database(scratch_url, min_size=2) as db:
+        assert db.health_check().status == "healthy"
         scratch_server.stop(mode="fast")
         try:
             started = time.monotonic()
-            report = health_check(db, timeout=2)
+            report = db.health_check(timeout=2)
             assert time.monotonic() - started < 2 + 1
             assert report.status == "unhealthy"
             assert report.error is not None and "connect" in report.error
         finally:
             scratch_server.start()
-        assert health_check(db).status == "healthy"
+        assert db.health_check().status == "healthy"

@@ -1,0 +1,116 @@
+"""What only the async API has: task cancellation and many tasks on a small pool.
+
+Everything else runs on both APIs through the ``api`` fixture (see tests/bridge.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from persistence import AsyncDatabase, Database, TradeStatus
+from tests.bridge import Loop
+from tests.factories import make_trade
+
+APP = "persistence-cancel-test"
+
+
+@pytest.fixture
+def url(database_url: str, _session_db: Database) -> str:
+    with _session_db.pool.connection() as conn:
+        conn.execute("TRUNCATE trades, schwab_auth RESTART IDENTITY")
+    return database_url
+
+
+def test_a_cancelled_update_is_cancelled_on_the_server_and_never_lands(
+    url: str, loop: Loop
+) -> None:
+    async def scenario() -> None:
+        db = await AsyncDatabase.connect(url, min_size=2, max_size=2, application_name=APP)
+        try:
+            trade = make_trade()
+            await db.trades.insert(trade)
+            async with await psycopg.AsyncConnection.connect(url) as locker:  # noqa: SIM117 - the lock ends with the inner block
+                async with locker.transaction():
+                    await locker.execute(
+                        "SELECT 1 FROM trades WHERE tx_hash = %s FOR UPDATE", (trade.tx_hash,)
+                    )
+                    with pytest.raises(TimeoutError):
+                        async with asyncio.timeout(0.5):  # the UPDATE waits on our row lock
+                            await db.trades.update_status(
+                                trade.tx_hash, 0, "COMPLETED", schwab_order_id="X"
+                            )
+                    cursor = await locker.execute(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE application_name = %s AND state <> 'idle'",
+                        (APP,),
+                    )
+                    assert await cursor.fetchone() == (0,)  # nothing of ours still waits
+                # the lock is released here: a cancelled UPDATE that lingered would now land
+            await asyncio.sleep(0.2)
+            counts = await asyncio.gather(*(db.trades.count() for _ in range(8)))
+            assert counts == [1] * 8  # every pooled connection still works
+            saved = await db.trades.get(trade.tx_hash, 0)
+            assert saved is not None and saved.status is TradeStatus.PENDING
+            assert saved.schwab_order_id is None
+        finally:
+            await db.close()
+
+    loop.run(scenario())
+
+
+def test_a_cancelled_transaction_rolls_back_and_returns_its_connection(
+    url: str, loop: Loop
+) -> None:
+    async def scenario() -> None:
+        db = await AsyncDatabase.connect(url, min_size=1, max_size=1)
+        try:
+
+            async def write_then_wait() -> None:
+                async with db.transaction() as tx:
+                    await tx.trades.insert(make_trade())
+                    await tx.connection.execute("SELECT pg_sleep(5)")
+
+            task = asyncio.create_task(write_then_wait())
+            await asyncio.sleep(0.3)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            assert await db.trades.count() == 0  # the one connection is back, and clean
+        finally:
+            await db.close()
+
+    loop.run(scenario())
+
+
+def test_300_tasks_on_a_pool_of_10_insert_each_trade_exactly_once(url: str, loop: Loop) -> None:
+    async def scenario() -> None:
+        db = await AsyncDatabase.connect(url, min_size=10, max_size=10)
+        try:
+            trades = [make_trade(log_index=index) for index in range(300)]
+            ids = await asyncio.gather(*(db.trades.insert(trade) for trade in trades))
+            assert None not in ids and len(set(ids)) == 300
+            again = await asyncio.gather(*(db.trades.insert(trade) for trade in trades))
+            assert again == [None] * 300  # a retry of each is safe
+            assert await db.trades.count() == 300
+        finally:
+            await db.close()
+
+    loop.run(scenario())
+
+
+async def _trades_arriving(count: int):  # type: ignore[no-untyped-def]
+    for index in range(count):
+        await asyncio.sleep(0)
+        yield make_trade(log_index=index)
+
+
+def test_insert_many_takes_an_async_iterable_in_batches(url: str, loop: Loop) -> None:
+    async def scenario() -> None:
+        async with await AsyncDatabase.connect(url) as db:
+            assert await db.trades.insert_many(_trades_arriving(250), batch_size=100) == 250
+            assert await db.trades.count() == 250
+
+    loop.run(scenario())
