@@ -1,0 +1,156 @@
+"""Paired, interleaved comparisons of the layer with its baselines, with their spread.
+
+    python -m bench.compare [--rounds 30]
+
+Each round runs one batch of every variant, in a shuffled order, on the same server at the
+same moment; the ratio to the baseline is taken within the round, so drift of the machine
+between rounds cancels out. Printed: the median ratio and its 10th-90th percentile range over
+the rounds, as a Markdown table. The server is chosen as for the tests (``TEST_DATABASE_URL``,
+else the embedded one), in a throwaway database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from bench import workloads
+from bench.conftest import make_trades
+from persistence import AsyncDatabase, Database, queries
+from persistence.converter import trade_params
+from tests.support import admin_url, migrated_database
+
+Batch = Callable[[], float]  # runs one batch, returns its seconds
+
+
+def _timed(work: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def compare(name: str, variants: dict[str, Batch], rounds: int) -> list[str]:
+    """Rows: each variant's median seconds per batch and its ratio to the first variant."""
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(rounds):
+        order = list(variants)
+        random.shuffle(order)
+        for variant in order:
+            times[variant].append(variants[variant]())
+    baseline = next(iter(variants))
+    rows = []
+    for variant, seconds in times.items():
+        ratios = sorted(s / b for s, b in zip(seconds, times[baseline], strict=True))
+        low, high = ratios[len(ratios) // 10], ratios[-1 - len(ratios) // 10]
+        rows.append(
+            f"| {name} | {variant} | {statistics.median(seconds) * 1000:.2f} ms | "
+            f"{statistics.median(ratios):.3f} | {low:.3f}-{high:.3f} |"
+        )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=30)
+    args = parser.parse_args()
+    loop = asyncio.new_event_loop()
+    run = loop.run_until_complete
+    with migrated_database(admin_url(), "persistence_compare") as url:
+        db = Database.connect(url, min_size=workloads.POOL, max_size=workloads.POOL)
+        adb = run(AsyncDatabase.connect(url, min_size=workloads.POOL, max_size=workloads.POOL))
+        raw = psycopg.connect(url, autocommit=True)
+        araw = run(psycopg.AsyncConnection.connect(url, autocommit=True))
+        apool = run(workloads.open_psycopg_pool(url))
+        pg = run(workloads.open_asyncpg(url))
+        pgpool = run(workloads.open_asyncpg_pool(url))
+        stored = make_trades(10_000)
+        db.trades.insert_many(stored)
+        keys = [(t.tx_hash, t.log_index) for t in stored]
+
+        def some_keys() -> list[tuple[str, int]]:
+            return random.sample(keys, 200)
+
+        def raw_insert(trades: list[Any]) -> None:
+            for trade in trades:
+                raw.execute(queries.INSERT_TRADE, trade_params(trade)).fetchone()
+
+        def raw_get(picked: list[tuple[str, int]]) -> None:
+            for tx_hash, log_index in picked:
+                params = {"tx_hash": tx_hash, "log_index": log_index}
+                raw.execute(queries.SELECT_TRADE_BY_KEY, params).fetchone()
+
+        def fresh(count: int) -> Callable[[Callable[[list[Any]], Any]], Batch]:
+            def batch(work: Callable[[list[Any]], Any]) -> Batch:
+                def once() -> float:
+                    trades = make_trades(count)
+                    return _timed(lambda: work(trades))
+
+                return once
+
+            return batch
+
+        def picked(work: Callable[[list[tuple[str, int]]], Any]) -> Batch:
+            def once() -> float:
+                chosen = some_keys()
+                return _timed(lambda: work(chosen))
+
+            return once
+
+        rows = ["| group | variant | median per batch | ratio to first | 10th-90th pct |"]
+        rows.append("|---|---|---|---|---|")
+        rows += compare(
+            "get, 200 sequential (sync)",
+            {
+                "raw_psycopg": picked(raw_get),
+                "persistence": picked(lambda ks: [db.trades.get(*k) for k in ks]),
+            },
+            args.rounds,
+        )
+        rows += compare(
+            "insert_one, 100 sequential (sync)",
+            {
+                "raw_psycopg": fresh(100)(raw_insert),
+                "persistence": fresh(100)(lambda ts: [db.trades.insert(t) for t in ts]),
+            },
+            args.rounds,
+        )
+        rows += compare(
+            "async_get, 200 sequential",
+            {
+                "raw_psycopg_async": picked(lambda ks: run(workloads.get_psycopg(araw, ks))),
+                "persistence_async": picked(lambda ks: run(workloads.get_layer(adb, ks))),
+                "asyncpg": picked(lambda ks: run(workloads.get_asyncpg(pg, ks))),
+            },
+            args.rounds,
+        )
+        rows += compare(
+            "async_concurrent_insert, 1,000 by 64 tasks on 8 connections",
+            {
+                "asyncpg": fresh(1_000)(lambda ts: run(workloads.insert_asyncpg(pgpool, ts))),
+                "persistence_async": fresh(1_000)(lambda ts: run(workloads.insert_layer(adb, ts))),
+                "raw_psycopg_async": fresh(1_000)(
+                    lambda ts: run(workloads.insert_psycopg(apool, ts))
+                ),
+                "persistence_sync_8_threads": fresh(1_000)(
+                    lambda ts: workloads.insert_sync_threads(db, ts)
+                ),
+            },
+            max(5, args.rounds // 3),
+        )
+        print("\n".join(rows))
+        for closing in (adb.close(), araw.close(), apool.close(), pg.close(), pgpool.close()):
+            run(closing)
+        raw.close()
+        db.close()
+    loop.close()
+
+
+if __name__ == "__main__":
+    main()
