@@ -13,8 +13,8 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -34,7 +34,7 @@ from persistence.connect import (
 )
 from persistence.errors import DatabaseUnavailable
 from persistence.operations import NONE, Operation, Query
-from persistence.repositories import Async, SchwabAuthRepository, Sync, TradeRepository
+from persistence.repositories import Async, M, SchwabAuthRepository, Sync, TradeRepository
 from persistence.runners import arun_on, run_on
 
 if TYPE_CHECKING:
@@ -228,41 +228,114 @@ async def _arun_translated(conn: psycopg.AsyncConnection[Any], op: Operation[T])
         return await arun_on(conn, op)  # type: ignore[no-any-return]
 
 
-class Transaction:
-    """The repositories bound to one connection inside ``Database.transaction()``."""
+class Transaction(Generic[M]):
+    """The repositories bound to one connection inside a database's ``transaction()`` block.
+
+    ``Transaction[Sync]`` in ``Database.transaction()``, ``Transaction[Async]`` (whose methods
+    are awaited) in ``AsyncDatabase.transaction()``.
+    """
 
     __slots__ = ("connection", "schwab_auth", "trades")
 
-    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+    def __init__(self, connection: Any, run: Callable[[Operation[Any]], Any]) -> None:
         self.connection = connection
-        run = partial(_run_translated, connection)
-        self.trades: TradeRepository[Sync] = TradeRepository(run)
-        self.schwab_auth: SchwabAuthRepository[Sync] = SchwabAuthRepository(run)
+        self.trades: TradeRepository[M] = TradeRepository(run)
+        self.schwab_auth: SchwabAuthRepository[M] = SchwabAuthRepository(run)
 
-    @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """A nested block: a savepoint, rolled back alone when the block raises."""
-        with translating(), self.connection.transaction():
-            yield self
+    def transaction(self) -> _Savepoint[M]:
+        """A nested block, ``with`` (or ``async with``): a savepoint, rolled back alone when
+        the block raises."""
+        return _Savepoint(self)
 
 
-class AsyncTransaction:
-    """The repositories bound to one connection inside ``AsyncDatabase.transaction()``."""
+AsyncTransaction = Transaction  # the async API's name for Transaction[Async]
 
-    __slots__ = ("connection", "schwab_auth", "trades")
 
-    def __init__(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        self.connection = connection
-        run = partial(_arun_translated, connection)
-        self.trades: TradeRepository[Async] = TradeRepository(run)
-        self.schwab_auth: SchwabAuthRepository[Async] = SchwabAuthRepository(run)
+class _Savepoint(Generic[M]):
+    """psycopg's nested transaction block, with our errors, for either I/O style."""
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncTransaction]:
-        """A nested block: a savepoint, rolled back alone when the block raises."""
+    __slots__ = ("_block", "_tx")
+
+    def __init__(self, tx: Transaction[M]) -> None:
+        self._tx: Transaction[M] = tx
+        self._block: Any = tx.connection.transaction()
+
+    def __enter__(self) -> Transaction[M]:
         with translating():
-            async with self.connection.transaction():
-                yield self
+            self._block.__enter__()
+        return self._tx
+
+    def __exit__(self, *exc: Any) -> Any:
+        with translating():
+            return self._block.__exit__(*exc)
+
+    async def __aenter__(self) -> Transaction[M]:
+        with translating():
+            await self._block.__aenter__()
+        return self._tx
+
+    async def __aexit__(self, *exc: Any) -> Any:
+        with translating():
+            return await self._block.__aexit__(*exc)
+
+
+class _Block(Generic[M]):
+    """A transaction on a borrowed connection, for either I/O style; our errors on the way out.
+
+    The connection is given back by the database, which resets its session settings.
+    """
+
+    __slots__ = ("_conn", "_db", "_run", "_tx")
+
+    def __init__(self, db: Any, run: Callable[[Any, Operation[Any]], Any]) -> None:
+        self._db = db
+        self._run = run
+
+    def _begun(self, conn: Any) -> Transaction[M]:
+        self._conn = conn
+        self._tx: Any = conn.transaction()
+        return Transaction(conn, partial(self._run, conn))
+
+    def _error(self, exc: BaseException | None) -> BaseException | None:
+        return self._db._failed(self._conn, exc) if isinstance(exc, psycopg.Error) else None
+
+    def __enter__(self) -> Transaction[M]:
+        tx = self._begun(self._db._getconn())
+        try:
+            self._tx.__enter__()
+        except BaseException as exc:
+            self._db._give_back(self._conn)
+            raise (self._error(exc) or exc) from None
+        return tx
+
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            self._tx.__exit__(kind, exc, tb)
+        except psycopg.Error as error:
+            exc = error
+        finally:
+            self._db._give_back(self._conn)
+        if (failure := self._error(exc)) is not None:  # a psycopg error of the block, or the commit
+            raise failure from None
+
+    async def __aenter__(self) -> Transaction[M]:
+        tx = self._begun(await self._db._getconn())
+        try:
+            await self._tx.__aenter__()
+        except BaseException as exc:
+            await self._db._give_back(self._conn)
+            raise (self._error(exc) or exc) from None
+        return tx
+
+    async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        try:
+            await self._tx.__aexit__(kind, exc, tb)
+        except psycopg.Error as error:
+            exc = error
+        finally:
+            await self._db._give_back(self._conn)
+        if (failure := self._error(exc)) is not None:
+            raise failure from None
 
 
 def _prepare(url: str | None, settings: dict[str, Any]) -> Settings:
@@ -377,26 +450,22 @@ class Database(_Pooled[ConnectionPool[Any]]):
         self._run(PING)
         return time.perf_counter() - start
 
-    @contextmanager
-    def transaction(self) -> Iterator[Transaction]:
+    def transaction(self) -> _Block[Sync]:
         """A block whose operations share one connection: commit on exit, roll back on error.
 
         Nest with ``tx.transaction()`` for a savepoint. The connection goes back to the pool
         with its session settings reset, whatever the block SET.
         """
-        conn = self._getconn()
+        return _Block(self, _run_translated)
+
+    def _give_back(self, conn: DeadlineConnection) -> None:
+        """Return a connection lent to user code, its session settings reset."""
         try:
-            with conn.transaction():
-                yield Transaction(conn)
-        except psycopg.Error as exc:
-            raise self._failed(conn, exc) from None
-        finally:
-            try:
-                if not conn.broken:
-                    conn.execute(RESET)
-            except psycopg.Error:
-                conn.close()
-            self._pool.putconn(conn)
+            if not conn.broken:
+                conn.execute(RESET)
+        except psycopg.Error:
+            conn.close()
+        self._pool.putconn(conn)
 
     def health_check(self, *, timeout: float = 2.0) -> HealthReport:
         """Report on the database; never raises, returns within about ``timeout`` seconds."""
@@ -504,22 +573,17 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
         await self._run(PING)
         return time.perf_counter() - start
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncTransaction]:
+    def transaction(self) -> _Block[Async]:
         """``Database.transaction`` for asyncio: ``async with db.transaction() as tx``."""
-        conn = await self._getconn()
+        return _Block(self, _arun_translated)
+
+    async def _give_back(self, conn: AsyncDeadlineConnection) -> None:
         try:
-            async with conn.transaction():
-                yield AsyncTransaction(conn)
-        except psycopg.Error as exc:
-            raise self._failed(conn, exc) from None
-        finally:
-            try:
-                if not conn.broken:
-                    await conn.execute(RESET)
-            except psycopg.Error:
-                await conn.close()
-            await self._pool.putconn(conn)
+            if not conn.broken:
+                await conn.execute(RESET)
+        except psycopg.Error:
+            await conn.close()
+        await self._pool.putconn(conn)
 
     async def health_check(self, *, timeout: float = 2.0) -> HealthReport:
         """Report on the database; never raises, returns within about ``timeout`` seconds."""

@@ -62,19 +62,20 @@ class EmbeddedServer:
     def start(self, *, timeout: float = 30.0) -> EmbeddedServer:
         """Start the server, or attach to the one already running on ``data_dir``.
 
-        After a crash the old server's processes may hold its shared memory for a moment, so a
-        failed start is retried until ``timeout``.
+        After a crash the old server's processes may hold its shared memory for a moment, and on
+        a loaded machine pg_ctl may outlast the package's own limit, so such a failed start is
+        retried until ``timeout``.
         """
         deadline = time.monotonic() + timeout
         while True:
             try:
                 return self._start()
             except DatabaseUnavailable as exc:
-                crash_leftover = any(
+                retryable = any(
                     mark in str(exc)
-                    for mark in ("shared memory", "lock file", "another postmaster")
+                    for mark in ("shared memory", "lock file", "another postmaster", "timed out")
                 )
-                if not crash_leftover or time.monotonic() >= deadline:
+                if not retryable or time.monotonic() >= deadline:
                     raise
                 time.sleep(0.2)
 
@@ -111,6 +112,12 @@ class EmbeddedServer:
                 self._server = package.get_server(self.data_dir, cleanup_mode=cleanup)
             with self._server._lock:
                 self._server.ensure_postgres_running()
+        except subprocess.TimeoutExpired:
+            # the package gives pg_ctl a fixed 10 s; on a loaded machine the server may be up
+            # by now, and the next attempt attaches to it
+            raise DatabaseUnavailable(
+                f"the embedded PostgreSQL in {self.data_dir} did not start: pg_ctl timed out"
+            ) from None
         except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError):
             raise DatabaseUnavailable(
                 f"the embedded PostgreSQL in {self.data_dir} did not start: "

