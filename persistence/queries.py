@@ -36,7 +36,6 @@ __all__ = [
     "SELECT_SCHWAB_AUTH",
     "SELECT_TRADE_BY_ID",
     "SELECT_TRADE_BY_KEY",
-    "SELECT_TRADE_STATUS",
     "TRUNCATE_TRADES_STAGE",
     "UPDATE_TRADE_STATUS",
     "UPSERT_SCHWAB_AUTH",
@@ -80,7 +79,6 @@ INSERT_TRADE_WITH_ID = _insert_trade(with_id=True)
 
 SELECT_TRADE_BY_KEY = Query.from_(TRADES).select(*_ALL).where(_KEY).get_sql()
 SELECT_TRADE_BY_ID = Query.from_(TRADES).select(*_ALL).where(TRADES.id == _param("id")).get_sql()
-SELECT_TRADE_STATUS = Query.from_(TRADES).select(TRADES.status).where(_KEY).get_sql()
 
 # Only PENDING rows match, so of two racing workers exactly one updates; the other gets no row.
 UPDATE_TRADE_STATUS = (

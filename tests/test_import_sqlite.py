@@ -381,3 +381,21 @@ def test_verification_catches_a_conversion_that_rounds(
     with pytest.raises(ImportFailed, match=r"verification failed: trade id \d+ onchain_io_ratio"):
         import_sqlite(path, Settings(url=empty_database_url))
     assert stored(empty_database_url) == []
+
+
+def test_the_embedded_notice_is_printed_once(tmp_path: Path, scratch_server: Any) -> None:
+    """Through the throwaway cluster as the embedded server: no developer data is touched."""
+    scratch_server.start()
+    path = bot_store.write(tmp_path / "bot.db", [bot_store.row(1)])
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["PERSISTENCE_EMBEDDED_DIR"] = str(scratch_server.data_dir)
+    done = subprocess.run(
+        [sys.executable, "-m", "persistence.import_sqlite", str(path), "--dry-run"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count("DATABASE_URL is not set") == 1

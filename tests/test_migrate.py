@@ -328,6 +328,27 @@ def test_badly_named_file_is_an_error(migrations_dir: Path) -> None:
         load_migrations(migrations_dir)
 
 
+def test_dashes_in_a_description_are_accepted(
+    empty_database_url: str, migrations_dir: Path
+) -> None:
+    add_migration(
+        migrations_dir, 1, "remove-categories_v2", "CREATE TABLE c (id int);\n", "DROP TABLE c;\n"
+    )
+    newest = load_migrations(migrations_dir)[-1]
+    assert (newest.version, newest.description) == (LATEST + 1, "remove-categories v2")
+    migrate.apply(Settings(url=empty_database_url, migrations_dir=migrations_dir))
+    assert "c" in tables(empty_database_url)
+
+
+@pytest.mark.parametrize(
+    "name", ["0073_.up.sql", "0073_-x.up.sql", "0073_a.b.up.sql", "x_a.up.sql"]
+)
+def test_ambiguous_names_are_still_refused(migrations_dir: Path, name: str) -> None:
+    (migrations_dir / name).write_text("SELECT 1;")
+    with pytest.raises(MigrationError, match="letters, digits, '_' and '-'"):
+        load_migrations(migrations_dir)
+
+
 def test_every_shipped_migration_has_a_down() -> None:
     assert all(m.down_sql for m in load_migrations())
 
@@ -343,3 +364,16 @@ def test_the_application_statement_timeout_does_not_bound_migrations(
     with pytest.raises(MigrationFailed, match="statement timeout"):
         migrate.apply(attrs.evolve(settings, migration_statement_timeout=0.5))
     assert [v for v, _ in history(empty_database_url)] == SHIPPED_VERSIONS
+
+
+def test_down_states_each_step_once_naming_the_down_file(empty_database_url: str) -> None:
+    assert cli("up", url=empty_database_url).returncode == 0
+    down = cli("down", url=empty_database_url)
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.count(f"reverted {LATEST:04d}") == 1
+    assert "up.sql" not in down.stderr and "reverting" not in down.stderr
+    verbose = cli("-v", "up", url=empty_database_url)
+    assert verbose.stdout.count(f"applied {LATEST:04d}") == 1
+    assert ".up.sql" in verbose.stderr  # the step's log line, on stderr only with -v
+    reverted = cli("-v", "down", url=empty_database_url)
+    assert ".down.sql" in reverted.stderr and ".up.sql" not in reverted.stderr

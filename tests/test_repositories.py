@@ -116,6 +116,26 @@ def test_a_completed_trade_cannot_fail(db: Database) -> None:
     assert saved.schwab_order_id == "O-1"
 
 
+def test_repeating_a_landed_move_with_the_same_values_returns_the_trade(db: Database) -> None:
+    """The bot completed the order at Schwab and crashed before it knew the write landed."""
+    trade = make_trade()
+    db.trades.insert(trade)
+    price = Decimal("15030.5")
+    first = db.trades.update_status(
+        trade.tx_hash, 0, "COMPLETED", schwab_order_id="42", schwab_price_per_share_cents=price
+    )
+    again = db.trades.update_status(
+        trade.tx_hash, 0, "COMPLETED", schwab_order_id="42", schwab_price_per_share_cents=price
+    )
+    assert again == first
+    assert db.trades.update_status(trade.tx_hash, 0, "COMPLETED") == first  # no values: same
+    with pytest.raises(InvalidTransition, match="is COMPLETED and cannot become COMPLETED"):
+        db.trades.update_status(trade.tx_hash, 0, "COMPLETED", schwab_order_id="43")
+    with pytest.raises(InvalidTransition, match="is COMPLETED and cannot become FAILED"):
+        db.trades.update_status(trade.tx_hash, 0, "FAILED")
+    assert db.trades.get(trade.tx_hash, 0) == first
+
+
 def test_forbidden_transitions_name_both_states(db: Database) -> None:
     trade = make_trade()
     db.trades.insert(trade)

@@ -346,6 +346,8 @@ def import_sqlite(
     source_path = Path(path)
     source = _open_source(source_path)
     settings = settings or Settings.from_env()
+    # the server is resolved once (the embedded one starts, and says so, once)
+    settings = attrs.evolve(settings, url=server_url(settings))
     if not dry_run:
         migrate.apply(settings)
     counts = {"invalid": 0, "note": 0}

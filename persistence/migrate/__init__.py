@@ -57,8 +57,10 @@ NO_TRANSACTION = "-- persistence:no-transaction"
 HISTORY_TABLE = "schema_migrations"
 # one key for this runner; advisory locks are per database, so databases never contend
 LOCK_KEY = int.from_bytes(hashlib.sha256(b"persistence.migrate").digest()[:8], "big", signed=True)
+# Descriptions take letters, digits, "_" and "-" (as sqlx, golang-migrate and dbmate do); they
+# start with a letter or digit, so that a name never reads as another version's.
 _FILE_NAME = re.compile(
-    r"^(?P<version>\d+)_(?P<description>[A-Za-z0-9_]+)\.(?P<direction>up|down)\.sql$"
+    r"^(?P<version>\d+)_(?P<description>[A-Za-z0-9][A-Za-z0-9_-]*)\.(?P<direction>up|down)\.sql$"
 )
 
 Connection = psycopg.Connection[Any]
@@ -145,7 +147,8 @@ def load_migrations(directory: Path | None = None) -> list[Migration]:
         match = _FILE_NAME.match(path.name)
         if match is None:
             raise MigrationError(
-                f"{path}: a migration file is named NNNN_description.up.sql or .down.sql"
+                f"{path}: a migration file is named NNNN_description.up.sql or .down.sql, the "
+                "description of letters, digits, '_' and '-', starting with a letter or digit"
             )
         version = int(match["version"])
         if names.setdefault(version, match["description"]) != match["description"]:
@@ -375,11 +378,11 @@ def _run(
             _ensure_history_table(conn)
         durations = []
         for migration in chosen:
-            logger.info(
-                "%s %s", "applying" if direction == "up" else "reverting", migration.path.name
-            )
+            path = migration.path if direction == "up" else migration.down_path
+            assert path is not None  # plan_down refuses a migration without its down file
+            logger.debug("%s %s", "applying" if direction == "up" else "reverting", path.name)
             durations.append(_run_one(conn, migration, direction, settings.ddl_lock_timeout))
-            logger.info("done in %d ms", durations[-1])
+            logger.debug("%s done in %d ms", path.name, durations[-1])
         return RunResult(direction, tuple(chosen), tuple(durations))
 
 

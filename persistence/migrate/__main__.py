@@ -55,10 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m persistence.migrate",
         description="Apply, roll back and inspect the database migrations. With no command: up.",
-        epilog="exit codes: 0 ok, 1 failed, 2 usage/configuration, 3 drift, 4 pending (verify), "
+        epilog="results go to stdout, logs and errors to stderr (-v: each step's log too). "
+        "Exit codes: 0 ok, 1 failed, 2 usage/configuration, 3 drift, 4 pending (verify), "
         "5 database or lock unavailable",
         parents=[common],
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
     commands = parser.add_subparsers(dest="command")
     up = commands.add_parser("up", parents=[sub_common], help="apply pending migrations")
     up.add_argument("--to", type=int, metavar="VERSION", help="stop after this version")
@@ -164,8 +166,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging(logging.INFO)
     args = _parser().parse_args(argv)
+    # stdout carries the results, once; stderr the warnings (and, with -v, each step)
+    configure_logging(logging.WARNING)
+    if args.verbose:
+        logging.getLogger("persistence").setLevel(logging.DEBUG)
     try:
         return run(args)
     except MigrationDrift as exc:

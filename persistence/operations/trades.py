@@ -144,7 +144,9 @@ def update_status(
     """Move a PENDING trade to COMPLETED or FAILED and set completed_at; returns the trade.
 
     Raises NotFound for an unknown trade and InvalidTransition for any other move; of two
-    workers completing the same trade, exactly one succeeds.
+    workers completing the same trade with different values, exactly one succeeds. Repeating a
+    move that already landed, with the same values (or none), returns the stored trade: safe
+    for a bot that crashed before it knew whether its write landed.
     """
     params = key(tx_hash, log_index)
     target = status_of(status)
@@ -167,15 +169,28 @@ def _update_status(params: dict[str, Any], target: TradeStatus) -> Generator[Ste
         row = yield Query(queries.UPDATE_TRADE_STATUS, params)
         if row is not None:
             return trade_from_row(row, Trade)
-    current = yield Query(queries.SELECT_TRADE_STATUS, params)
-    where = f"{params['tx_hash']}#{params['log_index']}"
-    if current is None:
+    row = yield Query(queries.SELECT_TRADE_BY_KEY, params)
+    if row is None:
         raise NotFound(
             f"no trade with tx_hash {params['tx_hash']} and log_index {params['log_index']}"
         )
+    current = trade_from_row(row, Trade)
+    if _repeats(current, target, params):
+        return current  # a retry of a move that already landed, e.g. after a crash
     raise InvalidTransition(
-        f"trade {where} is {current[0]} and cannot become {target.value}: "
-        "only PENDING -> COMPLETED and PENDING -> FAILED are allowed"
+        f"trade {params['tx_hash']}#{params['log_index']} is {current.status.value} and cannot "
+        f"become {target.value}: only PENDING -> COMPLETED and PENDING -> FAILED are allowed "
+        "(repeating a move with the same values is a no-op)"
+    )
+
+
+def _repeats(current: Trade, target: TradeStatus, params: dict[str, Any]) -> bool:
+    """Whether the request is the move that ``current`` already shows, value for value."""
+    if target is TradeStatus.PENDING or current.status is not target:
+        return False
+    return all(
+        params[name] is None or params[name] == getattr(current, name)
+        for name in ("schwab_order_id", "schwab_price_per_share_cents")
     )
 
 
