@@ -147,6 +147,29 @@ def test_insert_many(
     sqlite.close()
 
 
+@pytest.mark.parametrize("stored_share", [0.0, 0.1, 1.0])
+def test_insert_many_over_stored_rows(
+    benchmark: Any,
+    stored_share: float,
+    db: Database,
+    raw: Any,
+    bulk: dict[int, list[Trade]],
+) -> None:
+    """10,000 trades of which a share is already stored: the COPY fast path, or its fallback
+    (the savepoint rolled back, then a staging table and INSERT ... ON CONFLICT DO NOTHING)."""
+    benchmark.group = "insert_many_conflict[10000]"
+    trades = bulk_trades(bulk, 10_000)
+    already = trades[: int(len(trades) * stored_share)]
+
+    def stored_first() -> None:
+        raw.execute("TRUNCATE trades RESTART IDENTITY")
+        if already:
+            db.trades.insert_many(already)
+
+    new = benchmark.pedantic(lambda: db.trades.insert_many(trades), setup=stored_first, rounds=5)
+    assert new == len(trades) - len(already)
+
+
 THREADS = 4
 PER_THREAD = 100
 
