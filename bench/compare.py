@@ -23,8 +23,9 @@ import psycopg
 
 from bench import workloads
 from bench.conftest import make_trades
-from persistence import AsyncDatabase, Database, queries
-from persistence.converter import trade_params
+from persistence import AsyncDatabase, Database, Instruction, Trade, TradeStatus, queries
+from persistence.converter import _by_value, _row_structure_fn, trade_from_row, trade_params
+from persistence.tables import TRADE_COLUMNS
 from tests.support import admin_url, migrated_database
 
 Batch = Callable[[], float]  # runs one batch, returns its seconds
@@ -103,6 +104,18 @@ def main() -> None:
 
             return once
 
+        with db.pool.connection() as conn:  # a library session (UTC), as the layer decodes
+            pending = conn.execute(queries.SELECT_PENDING_TRADES + " LIMIT 1000").fetchall()
+        as_fetched = _row_structure_fn(
+            Trade,
+            TRADE_COLUMNS,
+            schwab_instruction=_by_value(Instruction),
+            status=_by_value(TradeStatus),
+        )
+
+        def decode(build: Callable[[Any, Any], Trade]) -> Batch:
+            return lambda: _timed(lambda: [build(row, Trade) for row in pending])
+
         rows = ["| group | variant | median per batch | ratio to first | 10th-90th pct |"]
         rows.append("|---|---|---|---|---|")
         rows += compare(
@@ -111,6 +124,11 @@ def main() -> None:
                 "raw_psycopg": picked(raw_get),
                 "persistence": picked(lambda ks: [db.trades.get(*k) for k in ks]),
             },
+            args.rounds,
+        )
+        rows += compare(
+            "decode 1,000 rows into Trades",
+            {"as_fetched": decode(as_fetched), "utc_normalised": decode(trade_from_row)},
             args.rounds,
         )
         rows += compare(

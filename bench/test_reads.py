@@ -123,3 +123,26 @@ def test_list_pending(
     rows = benchmark(fetch)
     assert len(rows) == PENDING
     sqlite.close()
+
+
+@pytest.mark.parametrize("variant", ["utc_normalised", "as_fetched"])
+def test_decode_rows(benchmark: Any, variant: str, population: list[Trade], db: Database) -> None:
+    """Build 1,000 Trades from fetched rows: with the UTC normalisation of the datetimes (what
+    the library does), and without it (what it cost before)."""
+    from persistence.converter import _by_value, _row_structure_fn, trade_from_row
+    from persistence.models import Instruction, TradeStatus
+    from persistence.tables import TRADE_COLUMNS
+
+    benchmark.group = "decode[1000]"
+    with db.pool.connection() as conn:  # a library session (UTC), as the layer decodes
+        rows = conn.execute(queries.SELECT_PENDING_TRADES).fetchall()
+    build = trade_from_row
+    if variant == "as_fetched":
+        build = _row_structure_fn(
+            Trade,
+            TRADE_COLUMNS,
+            schwab_instruction=_by_value(Instruction),
+            status=_by_value(TradeStatus),
+        )
+    built = benchmark(lambda: [build(row, Trade) for row in rows])
+    assert len(built) == PENDING

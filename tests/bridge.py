@@ -27,7 +27,7 @@ import psycopg_pool
 from persistence import AsyncDatabase, Transaction
 from persistence.repositories import Repository
 
-SLOW_CALLBACK = 0.1  # seconds; asyncio's debug mode reports any step of a task that took longer
+SLOW_CALLBACK = 0.05  # seconds; asyncio reports any step of a task that took longer (default 0.1)
 _ASYNC_TYPES = (
     AsyncDatabase,
     Transaction,

@@ -114,3 +114,18 @@ def test_insert_many_takes_an_async_iterable_in_batches(url: str, loop: Loop) ->
             assert await db.trades.count() == 250
 
     loop.run(scenario())
+
+
+def test_connect_ping_and_close_twice(url: str, loop: Loop) -> None:
+    async def scenario() -> None:
+        db = await AsyncDatabase.connect(url, application_name="async-ping")
+        assert await db.ping() > 0
+        assert "open" in repr(db) and db.settings.application_name == "async-ping"
+        report = await db.health_check()
+        assert report.status == "healthy" and report.pool["max_size"] == 10
+        await db.close()
+        await db.close()  # closing twice is fine
+        assert db.closed
+        assert (await db.health_check()).status == "unhealthy"
+
+    loop.run(scenario())

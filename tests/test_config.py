@@ -121,3 +121,19 @@ def test_libpq_echoing_a_password_is_redacted(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(ConfigurationError) as unredacted:
         Settings(url=url)
     assert SECRET in str(unredacted.value)
+
+
+def test_conninfo_bounds_the_network_and_forces_utc() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
+    from persistence.connect import build_conninfo
+
+    url = "postgresql://bot@db:5432/x?keepalives_idle=7&options=-c%20TimeZone%3DAsia/Tokyo"
+    params = conninfo_to_dict(build_conninfo(Settings(url=url, statement_timeout=0), url))
+    assert params["keepalives"] == "1" and params["keepalives_idle"] == "7"  # the URL's wins
+    assert (params["keepalives_interval"], params["keepalives_count"]) == ("10", "3")
+    assert params["tcp_user_timeout"] == "30000"
+    # 0 is sent, so a role's default cannot re-impose a timeout; UTC comes after the URL's zone
+    assert params["options"] == "-c statement_timeout=0 -c TimeZone=Asia/Tokyo -c TimeZone=UTC"
+    migration = build_conninfo(Settings(url=url), url, statement_timeout=0)
+    assert "statement_timeout=0" in conninfo_to_dict(migration)["options"]
