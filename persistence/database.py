@@ -147,6 +147,9 @@ class _Pooled(Generic[P]):
     """What both databases share: settings, target, pool state and error handling."""
 
     _pool: P
+    # the pool's hooks, in each subclass's I/O style
+    _check: Callable[[Any], Any]
+    _configure: Callable[[Any], Any]
 
     def __init__(self, settings: Settings, conninfo: str) -> None:
         self.settings = settings
@@ -162,8 +165,8 @@ class _Pooled(Generic[P]):
             "max_size": settings.max_size,
             "timeout": settings.acquire_timeout,
             "kwargs": {"autocommit": True, "prepare_threshold": settings.prepare_threshold},
-            "check": getattr(self, "_check"),  # noqa: B009 - each subclass's own I/O style
-            "configure": getattr(self, "_configure"),  # noqa: B009
+            "check": self._check,
+            "configure": self._configure,
             "reconnect_timeout": RECONNECT_TIMEOUT,
             "name": "persistence",
             "open": False,

@@ -9,6 +9,7 @@ connection, translates them. Everything an operation means lives in the operatio
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, Iterable, Iterator
 from itertools import islice
 from typing import Any
@@ -99,6 +100,10 @@ def run_on(conn: Connection, op: Operation[Any]) -> Any:
 
 # --- asyncio: the same, awaited ------------------------------------------------------------
 
+# CPU work on many rows (COPY formatting, reading a plain iterable) gives the event loop a turn
+# every SLICE rows, so that no step of the layer holds the loop for long.
+SLICE = 256
+
 
 async def _afetched(cursor: psycopg.AsyncCursor[Any], fetch: int) -> Any:
     if fetch == ONE:
@@ -114,16 +119,21 @@ async def _aexecute(conn: AsyncConnection, step: Query[Any] | Copy) -> Any:
     assert isinstance(step, Copy)
     async with conn.cursor() as cursor:
         async with cursor.copy(step.sql) as copy:
-            for row in step.rows:
-                await copy.write_row(row)
+            for count, row in enumerate(step.rows, 1):
+                await copy.write_row(row)  # buffers without a pause while the socket takes it
+                if not count % SLICE:
+                    await asyncio.sleep(0)
         return cursor.rowcount
 
 
 async def _abatch(source: Any, size: int) -> list[Any]:
-    """Up to ``size`` items of an async iterator, or of a plain one."""
-    if not hasattr(source, "__anext__"):
-        return list(islice(source, size))
+    """Up to ``size`` items of an async iterator, or of a plain one (a slice at a time)."""
     items: list[Any] = []
+    if not hasattr(source, "__anext__"):
+        while len(items) < size and (part := list(islice(source, min(SLICE, size - len(items))))):
+            items += part
+            await asyncio.sleep(0)
+        return items
     while len(items) < size:
         try:
             items.append(await anext(source))
