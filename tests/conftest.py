@@ -93,9 +93,9 @@ def loop() -> Iterator[Loop]:
 @pytest.fixture(params=["sync", "async"])
 def api(request: pytest.FixtureRequest, loop: Loop) -> Iterator[str]:
     """Each behavioural test runs on both APIs; an async run fails on a slow loop callback."""
-    before = len(loop.slow.lines)
+    loop.start_test()
     yield request.param
-    slow = loop.slow.lines[before:]
+    slow = loop.slow_steps()
     assert not slow, f"the layer held the event loop: {slow}"
 
 
