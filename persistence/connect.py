@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from typing import Any
 
@@ -120,6 +121,18 @@ class Attempts:
         password = conninfo_to_dict(self.conninfo).get("password")
         reason = redact(" ".join(str(exc).split()), str(password) if password else None)
         target = describe_target(self.conninfo)
+        missing = re.search(r'(database|role) "([^"]*)" does not exist', reason)
+        if missing:  # the server answered: waiting will not make it appear
+            kind, name = missing.groups()
+            fix = (
+                "create it (createdb, or CREATE DATABASE) or correct the database name"
+                if kind == "database"
+                else "create the role (see docs/production.md) or correct the user name"
+            )
+            raise DatabaseUnavailable(
+                f"the server at {target} is up, but the {kind} {name!r} does not exist: {fix} "
+                "in DATABASE_URL"
+            ) from None
         if _is_auth_failure(reason):
             raise AuthenticationFailed(
                 f"the server at {target} refused the credentials: {reason}. Check the user "

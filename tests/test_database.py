@@ -281,3 +281,17 @@ def test_rows_decode_to_utc_whatever_the_session_time_zone(
         assert saved is not None and saved.created_at is not None
         assert saved.created_at.tzinfo is UTC
         assert db.trades.list()[0].created_at.tzinfo is UTC  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [({"dbname": "no_such_database_here"}, "database"), ({"user": "no_such_role_here"}, "role")],
+)
+def test_a_missing_database_or_role_is_named_as_such(
+    database_url: str, change: dict[str, str], says: str
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(DatabaseUnavailable, match=f"the {says} '.*' does not exist") as caught:
+        Database.connect(make_conninfo(database_url, **change), wait=5)
+    assert "check that the server is running" not in str(caught.value)
+    assert time.monotonic() - started < 2  # final: no retries while the server answers

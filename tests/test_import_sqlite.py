@@ -399,3 +399,9 @@ def test_the_embedded_notice_is_printed_once(tmp_path: Path, scratch_server: Any
     )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("DATABASE_URL is not set") == 1
+
+
+def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
+    done = cli(str(tmp_path / "absent.db"), "--report", str(tmp_path / "r"))
+    assert done.returncode == 2
+    assert "is not a file" in done.stderr and "Traceback" not in done.stderr

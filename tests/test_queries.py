@@ -43,3 +43,17 @@ def test_values_are_never_inlined() -> None:
 
 def test_columns_follow_the_model() -> None:
     assert tuple(field.name for field in attrs.fields(Trade)) == TRADE_COLUMNS
+
+
+def test_printing_the_statements_warns_of_nothing() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "persistence.queries"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert "-- INSERT_TRADE\nINSERT INTO" in done.stdout

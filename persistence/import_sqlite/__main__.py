@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-invalid", action="store_true", help="import the valid rows only")
     args = parser.parse_args(argv)
+    if not args.path.is_file():
+        parser.error(f"{args.path} is not a file: give the path of the bot's SQLite database")
 
     overrides: dict[str, Any] = {"url": args.database_url} if args.database_url else {}
     tally: Counter[tuple[str, str, str]] = Counter()

@@ -4,7 +4,7 @@ Values always travel as bound parameters (psycopg's ``%(name)s``), never inside 
 renders ``%`` in literals unescaped and turns Decimal and datetime into text when it
 parameterises by itself, so statements here use explicit ``Parameter`` placeholders only, and
 no literal holds a ``%`` (a test checks every statement). ``print(queries.INSERT_TRADE)`` shows
-one; ``statements()`` returns them all.
+one; ``statements()`` returns them all, and ``python -m persistence.queries`` prints them.
 
 COPY and the staging table are outside PyPika's reach; they are spelled out below, with names
 from ``tables``.
@@ -233,8 +233,3 @@ def statements() -> dict[str, str]:
             _list_sql(status, ticker, since, until)
         )
     return fixed
-
-
-if __name__ == "__main__":
-    for statement_name, statement in statements().items():
-        print(f"-- {statement_name}\n{statement};\n")
