@@ -283,11 +283,16 @@ def _auth_from_sqlite(row: sqlite3.Row) -> SchwabAuth:
         raise _RowError(column, None, str(error).split(":", 1)[-1].strip()) from None
 
 
+def _read_only(path: Path) -> sqlite3.Connection:
+    """The SQLite file, opened so that nothing can write to it."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
 def _open_source(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise ImportFailed(f"{path} is not a file")
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        conn = _read_only(path)
         conn.row_factory = sqlite3.Row
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
@@ -567,7 +572,7 @@ def _verify_against_source(
     number exactly equal. Sums are taken from the source's exact values and must agree within
     the sum of those ulps. Returns the stored sums.
     """
-    source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
+    source = _read_only(source_path)
     columns = tuple(MONEY_COLUMNS)
     stored_sums = dict.fromkeys(columns, Decimal(0))
     source_sums = dict.fromkeys(columns, Decimal(0))
