@@ -26,7 +26,14 @@ from persistence.errors import (
 )
 from persistence.health import HealthReport, health_check
 from persistence.models import (
+    Accumulator,
+    Execution,
+    ExecutionLink,
+    ExecutionStatus,
+    Fill,
     Instruction,
+    QueuedEvent,
+    RecordedFill,
     SchwabAuth,
     Trade,
     TradeStatus,
@@ -35,6 +42,7 @@ from persistence.models import (
 )
 
 __all__ = [
+    "Accumulator",
     "AsyncDatabase",
     "AsyncTransaction",
     "AuthenticationFailed",
@@ -42,6 +50,10 @@ __all__ = [
     "Conflict",
     "Database",
     "DatabaseUnavailable",
+    "Execution",
+    "ExecutionLink",
+    "ExecutionStatus",
+    "Fill",
     "HealthReport",
     "Instruction",
     "InvalidTransition",
@@ -51,6 +63,8 @@ __all__ = [
     "MigrationLockTimeout",
     "NotFound",
     "PersistenceError",
+    "QueuedEvent",
+    "RecordedFill",
     "SchwabAuth",
     "Settings",
     "Trade",

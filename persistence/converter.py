@@ -18,13 +18,37 @@ from typing import Any, TypeVar, cast
 import attrs
 import cattrs
 
-from persistence.models import Instruction, SchwabAuth, Trade, TradeStatus
-from persistence.tables import SCHWAB_AUTH_COLUMNS, TRADE_COLUMNS
+from persistence.models import (
+    Accumulator,
+    Execution,
+    ExecutionLink,
+    ExecutionStatus,
+    Fill,
+    Instruction,
+    QueuedEvent,
+    SchwabAuth,
+    Trade,
+    TradeStatus,
+)
+from persistence.tables import (
+    ACCUMULATOR_COLUMNS,
+    EVENT_COLUMNS,
+    EXECUTION_COLUMNS,
+    FILL_COLUMNS,
+    LINK_COLUMNS,
+    SCHWAB_AUTH_COLUMNS,
+    TRADE_COLUMNS,
+)
 
 __all__ = [
+    "accumulator_from_row",
     "auth_from_row",
     "auth_params",
     "converter",
+    "event_from_row",
+    "execution_from_row",
+    "fill_from_row",
+    "link_from_row",
     "trade_copy_row",
     "trade_from_row",
     "trade_params",
@@ -99,3 +123,30 @@ trade_params: Callable[[Trade], dict[str, Any]] = converter.get_unstructure_hook
 auth_params: Callable[[SchwabAuth], dict[str, Any]] = converter.get_unstructure_hook(SchwabAuth)
 # COPY rows, in TRADE_COLUMNS order; StrEnum members are str, so COPY writes their value
 trade_copy_row: Callable[[Trade], tuple[Any, ...]] = attrgetter(*TRADE_COLUMNS)
+
+# the trade-batching model: rows to models (models to parameters are built by the operations)
+fill_from_row: Callable[[Any, Any], Fill] = _row_structure_fn(
+    Fill, FILL_COLUMNS, utc=("created_at",), direction=_by_value(Instruction)
+)
+execution_from_row: Callable[[Any, Any], Execution] = _row_structure_fn(
+    Execution,
+    EXECUTION_COLUMNS,
+    utc=("executed_at", "created_at"),
+    direction=_by_value(Instruction),
+    status=_by_value(ExecutionStatus),
+)
+accumulator_from_row: Callable[[Any, Any], Accumulator] = _row_structure_fn(
+    Accumulator, ACCUMULATOR_COLUMNS, utc=("last_updated",)
+)
+link_from_row: Callable[[Any, Any], ExecutionLink] = _row_structure_fn(ExecutionLink, LINK_COLUMNS)
+event_from_row: Callable[[Any, Any], QueuedEvent] = _row_structure_fn(
+    QueuedEvent, EVENT_COLUMNS, utc=("created_at", "processed_at")
+)
+for _model, _build in (
+    (Fill, fill_from_row),
+    (Execution, execution_from_row),
+    (Accumulator, accumulator_from_row),
+    (ExecutionLink, link_from_row),
+    (QueuedEvent, event_from_row),
+):
+    converter.register_structure_hook(_model, _build)

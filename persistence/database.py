@@ -34,7 +34,18 @@ from persistence.connect import (
 )
 from persistence.errors import DatabaseUnavailable
 from persistence.operations import NONE, Operation, Query
-from persistence.repositories import Async, M, SchwabAuthRepository, Sync, TradeRepository
+from persistence.repositories import (
+    AccumulatorRepository,
+    Async,
+    EventQueue,
+    ExecutionRepository,
+    FillRepository,
+    M,
+    SchwabAuthRepository,
+    Sync,
+    TradeRepository,
+    TransactionEventQueue,
+)
 from persistence.runners import arun_on, run_on
 
 if TYPE_CHECKING:
@@ -238,12 +249,24 @@ class Transaction(Generic[M]):
     are awaited) in ``AsyncDatabase.transaction()``.
     """
 
-    __slots__ = ("connection", "schwab_auth", "trades")
+    __slots__ = (
+        "accumulators",
+        "connection",
+        "events",
+        "executions",
+        "fills",
+        "schwab_auth",
+        "trades",
+    )
 
     def __init__(self, connection: Any, run: Callable[[Operation[Any]], Any]) -> None:
         self.connection = connection
         self.trades: TradeRepository[M] = TradeRepository(run)
         self.schwab_auth: SchwabAuthRepository[M] = SchwabAuthRepository(run)
+        self.fills: FillRepository[M] = FillRepository(run)
+        self.executions: ExecutionRepository[M] = ExecutionRepository(run)
+        self.accumulators: AccumulatorRepository[M] = AccumulatorRepository(run)
+        self.events: TransactionEventQueue[M] = TransactionEventQueue(run)
 
     def transaction(self) -> _Savepoint[M]:
         """A nested block, ``with`` (or ``async with``): a savepoint, rolled back alone when
@@ -355,6 +378,10 @@ class Database(_Pooled[ConnectionPool[Any]]):
         self._pool = ConnectionPool(connection_class=DeadlineConnection, **self._pool_options())
         self.trades: TradeRepository[Sync] = TradeRepository(self._run)
         self.schwab_auth: SchwabAuthRepository[Sync] = SchwabAuthRepository(self._run)
+        self.fills: FillRepository[Sync] = FillRepository(self._run)
+        self.executions: ExecutionRepository[Sync] = ExecutionRepository(self._run)
+        self.accumulators: AccumulatorRepository[Sync] = AccumulatorRepository(self._run)
+        self.events: EventQueue[Sync] = EventQueue(self._run)
 
     @classmethod
     def connect(cls, url: str | None = None, *, wait: float = 0.0, **settings: Any) -> Database:
@@ -487,6 +514,10 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
         )
         self.trades: TradeRepository[Async] = TradeRepository(self._run)
         self.schwab_auth: SchwabAuthRepository[Async] = SchwabAuthRepository(self._run)
+        self.fills: FillRepository[Async] = FillRepository(self._run)
+        self.executions: ExecutionRepository[Async] = ExecutionRepository(self._run)
+        self.accumulators: AccumulatorRepository[Async] = AccumulatorRepository(self._run)
+        self.events: EventQueue[Async] = EventQueue(self._run)
 
     @classmethod
     async def connect(

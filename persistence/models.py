@@ -20,9 +20,17 @@ from persistence.errors import ValidationError
 __all__ = [
     "AMOUNT",
     "IO_RATIO",
+    "MAX_SHARES",
     "PRICE_CENTS",
+    "Accumulator",
+    "Execution",
+    "ExecutionLink",
+    "ExecutionStatus",
+    "Fill",
     "Instruction",
     "NumericSpec",
+    "QueuedEvent",
+    "RecordedFill",
     "SchwabAuth",
     "Trade",
     "TradeStatus",
@@ -40,6 +48,14 @@ class Instruction(StrEnum):
 
 class TradeStatus(StrEnum):
     """Where a trade's hedge stands. PENDING moves to COMPLETED or FAILED, and no further."""
+
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class ExecutionStatus(StrEnum):
+    """Where a Schwab execution stands. PENDING moves to COMPLETED or FAILED, and no further."""
 
     PENDING = "PENDING"
     COMPLETED = "COMPLETED"
@@ -64,6 +80,9 @@ PRICE_CENTS = NumericSpec(30, 18)
 E = TypeVar("E", bound=StrEnum)
 
 INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# the most whole shares one execution holds (its column is an integer); more waits for the next
+MAX_SHARES = INT32_MAX
 _TX_HASH = re.compile(r"0x[0-9a-f]{64}")
 _EXACT = Context(prec=100)
 
@@ -116,10 +135,10 @@ def check_decimal(name: str, value: Any, spec: NumericSpec, *, positive: bool = 
         )
 
 
-def _decimal_field(spec: NumericSpec) -> Any:
+def _decimal_field(spec: NumericSpec, *, positive: bool = True) -> Any:
     def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is not None:
-            check_decimal(attribute.name, value, spec)
+            check_decimal(attribute.name, value, spec, positive=positive)
 
     return validate
 
@@ -184,9 +203,9 @@ def _tx_hash(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None
         raise _fail(attribute.name, value, "must be 0x followed by 64 hexadecimal digits")
 
 
-def _integer(minimum: int, maximum: int = INT32_MAX) -> Any:
+def _integer(minimum: int, maximum: int = INT32_MAX, *, optional: bool = False) -> Any:
     def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is None and attribute.name == "id":
+        if value is None and (optional or attribute.name == "id"):
             return
         if type(value) is not int:
             raise _fail(attribute.name, value, f"must be an int, not {type(value).__name__}")
@@ -308,4 +327,120 @@ def price_per_share_cents(usdc_amount: Decimal, shares: Decimal) -> Decimal:
     check_decimal("shares", shares, AMOUNT)
     return _quotient(
         _EXACT.multiply(usdc_amount, 100), shares, PRICE_CENTS, "price_per_share_cents"
+    )
+
+
+# --- the trade-batching model ----------------------------------------------------------------
+
+_SYMBOL = _text(max_length=16)
+_ID = _integer(1, INT64_MAX)
+_OPTIONAL_ID = _integer(1, INT64_MAX, optional=True)
+
+
+def _to_execution_status(value: Any) -> ExecutionStatus:
+    return _member(ExecutionStatus, value)
+
+
+@attrs.frozen
+class Fill:
+    """One on-chain fill of ``amount`` shares of ``symbol``: BUY adds to the long side.
+
+    ``id`` and ``created_at`` are set by the database when the fill is recorded.
+    """
+
+    tx_hash: str = attrs.field(converter=_lower_hex, validator=_tx_hash)
+    log_index: int = attrs.field(validator=_integer(0))
+    symbol: str = attrs.field(validator=_SYMBOL)
+    amount: Decimal = attrs.field(converter=_to_decimal, validator=_decimal_field(AMOUNT))
+    direction: Instruction = attrs.field(converter=_to_instruction)
+    price_usdc: Decimal = attrs.field(converter=_to_decimal, validator=_decimal_field(AMOUNT))
+    id: int | None = attrs.field(default=None, validator=_ID)
+    created_at: datetime | None = attrs.field(default=None, converter=_to_utc, validator=_aware)
+
+
+@attrs.frozen
+class Execution:
+    """A hedge at Schwab of whole ``shares``; PENDING until completed (with its order id and
+    price) or failed (its shares go back to the symbol's accumulator)."""
+
+    id: int = attrs.field(validator=_ID)
+    symbol: str = attrs.field(validator=_SYMBOL)
+    shares: int = attrs.field(validator=_integer(1, MAX_SHARES))
+    direction: Instruction = attrs.field(converter=_to_instruction)
+    status: ExecutionStatus = attrs.field(converter=_to_execution_status)
+    order_id: str | None = attrs.field(validator=_text(optional=True))
+    price_cents: Decimal | None = attrs.field(
+        converter=_to_decimal, validator=_decimal_field(PRICE_CENTS)
+    )
+    executed_at: datetime | None = attrs.field(converter=_to_utc, validator=_aware)
+    created_at: datetime = attrs.field(converter=_to_utc, validator=_aware)
+
+    def __attrs_post_init__(self) -> None:
+        if self.status is ExecutionStatus.PENDING:
+            if (self.order_id, self.price_cents, self.executed_at) != (None, None, None):
+                raise ValidationError(
+                    "a PENDING execution has no order_id, price_cents or executed_at"
+                )
+        elif self.executed_at is None:
+            raise ValidationError(f"executed_at: a {self.status} execution needs executed_at")
+        elif self.status is ExecutionStatus.COMPLETED and (
+            self.order_id is None or self.price_cents is None
+        ):
+            raise ValidationError("a COMPLETED execution needs its order_id and price_cents")
+
+
+@attrs.frozen
+class Accumulator:
+    """A symbol's fractional shares waiting to be hedged, per side, and its pending execution."""
+
+    symbol: str = attrs.field(validator=_SYMBOL)
+    accumulated_long: Decimal = attrs.field(
+        converter=_to_decimal, validator=_decimal_field(AMOUNT, positive=False)
+    )
+    accumulated_short: Decimal = attrs.field(
+        converter=_to_decimal, validator=_decimal_field(AMOUNT, positive=False)
+    )
+    pending_execution_id: int | None = attrs.field(validator=_OPTIONAL_ID)
+    last_updated: datetime = attrs.field(converter=_to_utc, validator=_aware)
+
+
+@attrs.frozen
+class ExecutionLink:
+    """``contributed_shares`` of fill ``trade_id`` went into execution ``execution_id``."""
+
+    trade_id: int = attrs.field(validator=_ID)
+    execution_id: int = attrs.field(validator=_ID)
+    contributed_shares: Decimal = attrs.field(
+        converter=_to_decimal, validator=_decimal_field(AMOUNT)
+    )
+
+
+def _payload(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _fail(
+            attribute.name, value, f"must be a dict (a JSON object), not {type(value).__name__}"
+        )
+
+
+@attrs.frozen
+class QueuedEvent:
+    """A chain event waiting in the queue (``processed_at`` None) or processed."""
+
+    id: int = attrs.field(validator=_ID)
+    tx_hash: str = attrs.field(converter=_lower_hex, validator=_tx_hash)
+    log_index: int = attrs.field(validator=_integer(0))
+    block_number: int = attrs.field(validator=_integer(0, INT64_MAX))
+    payload: dict[str, Any] = attrs.field(validator=_payload)
+    created_at: datetime = attrs.field(converter=_to_utc, validator=_aware)
+    processed_at: datetime | None = attrs.field(converter=_to_utc, validator=_aware)
+
+
+@attrs.frozen
+class RecordedFill:
+    """What ``fills.record`` did: the new fill's id (None: already stored, nothing changed) and
+    the execution it started, if a whole share was waiting and none was pending."""
+
+    trade_id: int | None = attrs.field(validator=_OPTIONAL_ID)
+    execution: Execution | None = attrs.field(
+        validator=attrs.validators.optional(attrs.validators.instance_of(Execution))
     )

@@ -13,10 +13,25 @@ from functools import update_wrapper
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from persistence.operations import Operation
+from persistence.operations import accumulators as accumulator_ops
 from persistence.operations import auth as auth_ops
+from persistence.operations import events as event_ops
+from persistence.operations import executions as execution_ops
+from persistence.operations import fills as fill_ops
 from persistence.operations import trades as trade_ops
 
-__all__ = ["Async", "Repository", "SchwabAuthRepository", "Sync", "TradeRepository"]
+__all__ = [
+    "AccumulatorRepository",
+    "Async",
+    "EventQueue",
+    "ExecutionRepository",
+    "FillRepository",
+    "Repository",
+    "SchwabAuthRepository",
+    "Sync",
+    "TradeRepository",
+    "TransactionEventQueue",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -38,9 +53,10 @@ class Repository(Generic[M]):
     """Binds each ``operation`` of the class to ``run``, once, when the repository is made."""
 
     def __init__(self, run: Run) -> None:
-        for name, member in vars(type(self)).items():
-            if isinstance(member, operation):
-                self.__dict__[name] = member.bind(run)
+        for cls in type(self).__mro__:
+            for name, member in vars(cls).items():
+                if isinstance(member, operation) and name not in self.__dict__:
+                    self.__dict__[name] = member.bind(run)
 
 
 class operation(Generic[P, T]):
@@ -91,3 +107,45 @@ class SchwabAuthRepository(Repository[M]):
 
     save = operation(auth_ops.save)
     load = operation(auth_ops.load)
+
+
+class FillRepository(Repository[M]):
+    """On-chain fills: record (store, accumulate, start an execution when due), read, list."""
+
+    record = operation(fill_ops.record)
+    get = operation(fill_ops.get)
+    list = operation(fill_ops.list)
+
+
+class ExecutionRepository(Repository[M]):
+    """Schwab executions of whole shares: complete, fail, read, and their links to fills."""
+
+    complete = operation(execution_ops.complete)
+    fail = operation(execution_ops.fail)
+    get = operation(execution_ops.get)
+    pending = operation(execution_ops.pending)
+    links = operation(execution_ops.links)
+
+
+class AccumulatorRepository(Repository[M]):
+    """Per-symbol accumulators of fractional shares."""
+
+    get = operation(accumulator_ops.get)
+    list = operation(accumulator_ops.list)
+
+
+class EventQueue(Repository[M]):
+    """The durable event queue, outside a transaction: enqueue and count.
+
+    Claiming needs a transaction to hold the claim: see ``TransactionEventQueue``.
+    """
+
+    enqueue = operation(event_ops.enqueue)
+    count_unprocessed = operation(event_ops.count_unprocessed)
+
+
+class TransactionEventQueue(EventQueue[M]):
+    """The event queue inside a transaction: a claim holds its event until the transaction ends."""
+
+    claim_next = operation(event_ops.claim_next)
+    mark_processed = operation(event_ops.mark_processed)

@@ -4,7 +4,23 @@ from __future__ import annotations
 
 from pypika import Table
 
-__all__ = ["SCHWAB_AUTH", "SCHWAB_AUTH_COLUMNS", "TRADES", "TRADE_COLUMNS", "TRADE_KEY"]
+__all__ = [
+    "ACCUMULATORS",
+    "ACCUMULATOR_COLUMNS",
+    "EVENTS",
+    "EVENT_COLUMNS",
+    "EXECUTIONS",
+    "EXECUTION_COLUMNS",
+    "FILLS",
+    "FILL_COLUMNS",
+    "LINKS",
+    "LINK_COLUMNS",
+    "SCHWAB_AUTH",
+    "SCHWAB_AUTH_COLUMNS",
+    "TRADES",
+    "TRADE_COLUMNS",
+    "TRADE_KEY",
+]
 
 TRADES = Table("trades")
 # in the order of the Trade model's fields: rows are built from tuples in this order
@@ -35,4 +51,49 @@ SCHWAB_AUTH_COLUMNS: tuple[str, ...] = (
     "access_token_fetched_at",
     "refresh_token",
     "refresh_token_fetched_at",
+)
+
+# The trade-batching model (migration 0002). Each tuple is in its model's field order.
+FILLS = Table("onchain_trades")
+FILL_COLUMNS: tuple[str, ...] = (
+    "tx_hash",
+    "log_index",
+    "symbol",
+    "amount",
+    "direction",
+    "price_usdc",
+    "id",
+    "created_at",
+)
+EXECUTIONS = Table("schwab_executions")
+EXECUTION_COLUMNS: tuple[str, ...] = (
+    "id",
+    "symbol",
+    "shares",
+    "direction",
+    "status",
+    "order_id",
+    "price_cents",
+    "executed_at",
+    "created_at",
+)
+ACCUMULATORS = Table("trade_accumulators")
+ACCUMULATOR_COLUMNS: tuple[str, ...] = (
+    "symbol",
+    "accumulated_long",
+    "accumulated_short",
+    "pending_execution_id",
+    "last_updated",
+)
+LINKS = Table("trade_execution_links")
+LINK_COLUMNS: tuple[str, ...] = ("trade_id", "execution_id", "contributed_shares")
+EVENTS = Table("event_queue")
+EVENT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "tx_hash",
+    "log_index",
+    "block_number",
+    "payload",
+    "created_at",
+    "processed_at",
 )

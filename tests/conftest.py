@@ -2,8 +2,8 @@
 
 The server is ``TEST_DATABASE_URL`` (an admin URL allowed to create databases) or else the
 embedded one. Each run creates its own database, migrated to the newest schema, and drops it at
-the end: the user's data is never touched. Between tests the two tables are truncated; measured
-here, TRUNCATE of both costs about 2-3 ms where cloning a template database costs 40+ ms, and a
+the end: the user's data is never touched. Between tests the tables are truncated; measured
+here, TRUNCATE of them costs about 2-3 ms where cloning a template database costs 40+ ms, and a
 rollback per test cannot cover tests that use several connections or commit on purpose.
 
 Tests that need no server (models, queries, config) run anywhere: ``pytest -m "not db"``.
@@ -129,7 +129,7 @@ def _session_async_db(database_url: str, loop: Loop) -> Iterator[Any]:
 def db(api: str, _session_db: Database, _session_async_db: Any) -> Any:
     """The test database, emptied, on the API under test (the async one bridged)."""
     with _session_db.pool.connection() as conn:
-        conn.execute("TRUNCATE trades, schwab_auth RESTART IDENTITY")
+        conn.execute(support.TRUNCATE_ALL)
     return _session_db if api == "sync" else _session_async_db
 
 

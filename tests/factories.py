@@ -9,7 +9,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from persistence import Instruction, SchwabAuth, Trade, TradeStatus
+from persistence import Fill, Instruction, SchwabAuth, Trade, TradeStatus
 
 
 def tx_hash() -> str:
@@ -32,6 +32,19 @@ def make_trade(**overrides: Any) -> Trade:
     }
     fields.update(overrides)
     return Trade(**fields)
+
+
+def make_fill(amount: Any = "0.5", **overrides: Any) -> Fill:
+    fields: dict[str, Any] = {
+        "tx_hash": tx_hash(),
+        "log_index": 0,
+        "symbol": "AAPL",
+        "amount": Decimal(amount) if isinstance(amount, str) else amount,
+        "direction": Instruction.BUY,
+        "price_usdc": Decimal("150.25"),
+    }
+    fields.update(overrides)
+    return Fill(**fields)
 
 
 def make_auth(**overrides: Any) -> SchwabAuth:

@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# every table the tests write, emptied between tests (CASCADE: the links reference the rest)
+TRUNCATE_ALL = (
+    "TRUNCATE trades, schwab_auth, onchain_trades, schwab_executions, trade_accumulators, "
+    "trade_execution_links, event_queue RESTART IDENTITY"
+)
+
 
 def admin_url() -> str:
     """``TEST_DATABASE_URL``, else the embedded server's maintenance database."""

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from persistence import AsyncDatabase, Database, TradeStatus
+from tests import support
 from tests.bridge import Loop
 from tests.factories import make_trade
 
@@ -20,7 +21,7 @@ APP = "persistence-cancel-test"
 @pytest.fixture
 def url(database_url: str, _session_db: Database) -> str:
     with _session_db.pool.connection() as conn:
-        conn.execute("TRUNCATE trades, schwab_auth RESTART IDENTITY")
+        conn.execute(support.TRUNCATE_ALL)
     return database_url
 
 

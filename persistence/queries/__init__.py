@@ -21,6 +21,7 @@ from pypika import PostgreSQLQuery as Query
 from pypika import functions as fn
 from pypika.terms import Criterion, Field
 
+from persistence.queries import batching
 from persistence.tables import SCHWAB_AUTH, SCHWAB_AUTH_COLUMNS, TRADE_COLUMNS, TRADES
 
 __all__ = [
@@ -232,4 +233,6 @@ def statements() -> dict[str, str]:
         fixed[f"list_trades(status={status}, ticker={ticker}, since={since}, until={until})"] = (
             _list_sql(status, ticker, since, until)
         )
+    fixed.update((name, getattr(batching, name)) for name in batching.__all__ if name.isupper())
+    fixed.update(batching.list_fills_statements())
     return fixed

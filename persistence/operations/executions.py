@@ -1,0 +1,176 @@
+"""Schwab executions of whole shares: start when due, complete, fail, read.
+
+An execution starts when a symbol has no execution pending and a side holds at least one whole
+share: ``start_due`` is the one place that decides it, for a recorded fill and for a completed
+or failed execution alike.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Generator
+from decimal import Decimal
+from typing import Any
+
+from persistence.converter import execution_from_row, link_from_row
+from persistence.errors import InvalidTransition, NotFound, PersistenceError, ValidationError
+from persistence.models import (
+    INT64_MAX,
+    MAX_SHARES,
+    PRICE_CENTS,
+    Execution,
+    ExecutionLink,
+    ExecutionStatus,
+    Instruction,
+    check_decimal,
+)
+from persistence.operations import ALL, Query, Step, Steps
+from persistence.queries import batching as sql
+
+_COLUMNS = 9  # the execution's columns at the start of a returned row
+
+
+def check_id(name: str, value: Any) -> int:
+    if type(value) is not int or not 1 <= value <= INT64_MAX:
+        raise ValidationError(f"{name}={value!r}: must be an int from 1 to {INT64_MAX}")
+    return value
+
+
+def _symbol(symbol: Any) -> str:
+    if not isinstance(symbol, str) or not symbol or len(symbol) > 16 or symbol != symbol.strip():
+        raise ValidationError(f"symbol={symbol!r}: must be a str of 1 to 16 characters")
+    return symbol
+
+
+def _execution(row: Any) -> Execution | None:
+    return None if row is None else execution_from_row(row, Execution)
+
+
+def _executions(rows: Any) -> builtins.list[Execution]:
+    return [execution_from_row(row, Execution) for row in rows]
+
+
+def _links(rows: Any) -> builtins.list[ExecutionLink]:
+    return [link_from_row(row, ExecutionLink) for row in rows]
+
+
+def start_due(
+    symbol: str, accumulated_long: Decimal, accumulated_short: Decimal
+) -> Generator[Step, Any, Execution | None]:
+    """Start the symbol's next execution if a side holds a whole share; the caller holds the
+    symbol's accumulator row and knows that no execution is pending.
+
+    The side with more whole shares goes first (BUY on a tie); an execution holds at most
+    MAX_SHARES, the rest waits for the next one.
+    """
+    whole_long, whole_short = int(accumulated_long), int(accumulated_short)
+    if whole_long < 1 and whole_short < 1:
+        return None
+    direction, whole = (
+        (Instruction.BUY, whole_long)
+        if whole_long >= whole_short
+        else (Instruction.SELL, whole_short)
+    )
+    shares = min(whole, MAX_SHARES)
+    row = yield Query(
+        sql.START_EXECUTION, {"symbol": symbol, "shares": shares, "direction": direction.value}
+    )
+    drawn, accumulators = row[_COLUMNS:]
+    if drawn != shares or accumulators != 1:
+        # the transaction is rolled back: nothing of the operation is written
+        raise PersistenceError(
+            f"{symbol} {direction.value}: the accumulator holds {whole} whole shares but its open "
+            f"fills cover {drawn}; the stored data is inconsistent (was it edited by hand?), "
+            "nothing was written"
+        )
+    return execution_from_row(row[:_COLUMNS], Execution)
+
+
+def complete(execution_id: int, *, order_id: str, price_cents: Decimal | int) -> Steps[Execution]:
+    """PENDING -> COMPLETED with Schwab's order id and fill price; returns the execution.
+
+    Frees the symbol's pending slot and, if whole shares are waiting, starts its next execution
+    in the same transaction. Raises NotFound and InvalidTransition as ``trades.update_status``;
+    repeating a completion with the same values returns the stored execution.
+    """
+    check_id("id", execution_id)
+    if not isinstance(order_id, str) or not order_id or order_id != order_id.strip():
+        raise ValidationError(
+            f"order_id={order_id!r}: must be a non-empty str without spaces around"
+        )
+    if len(order_id) > 256:
+        raise ValidationError("order_id: is longer than 256 characters")
+    if type(price_cents) is int:
+        price_cents = Decimal(price_cents)
+    check_decimal("price_cents", price_cents, PRICE_CENTS)
+    params = {"id": execution_id, "order_id": order_id, "price_cents": price_cents}
+    return Steps(_settle(sql.COMPLETE_EXECUTION, params, ExecutionStatus.COMPLETED))
+
+
+def fail(execution_id: int) -> Steps[Execution]:
+    """PENDING -> FAILED; returns the execution. Its shares go back to the fills they came from
+    and to the symbol's accumulator, and the symbol's next execution starts if one is due."""
+    check_id("id", execution_id)
+    params = {"id": execution_id, "order_id": None, "price_cents": None}
+    return Steps(_settle(sql.FAIL_EXECUTION, params, ExecutionStatus.FAILED))
+
+
+def _settle(
+    statement: str, params: dict[str, Any], target: ExecutionStatus
+) -> Generator[Step, Any, Execution]:
+    row = yield Query(statement, params)
+    if row is None:
+        return (yield from _repeated(params, target))
+    execution = execution_from_row(row[:_COLUMNS], Execution)
+    accumulated_long, accumulated_short = row[_COLUMNS : _COLUMNS + 2]
+    if accumulated_long is not None:
+        yield from start_due(execution.symbol, accumulated_long, accumulated_short)
+    return execution
+
+
+def _repeated(params: dict[str, Any], target: ExecutionStatus) -> Generator[Step, Any, Execution]:
+    """The stored execution when the request repeats a move that landed; else the error."""
+    row = yield Query(sql.SELECT_EXECUTION_BY_ID, params)
+    if row is None:
+        raise NotFound(f"no execution with id {params['id']}")
+    current = execution_from_row(row, Execution)
+    if current.status is target and (
+        target is ExecutionStatus.FAILED
+        or (current.order_id, current.price_cents) == (params["order_id"], params["price_cents"])
+    ):
+        return current  # a retry of a move that already landed, e.g. after a crash
+    raise InvalidTransition(
+        f"execution {params['id']} is {current.status.value} and cannot become {target.value}"
+        + (
+            " with other values"
+            if current.status is target
+            else ": only PENDING -> COMPLETED and PENDING -> FAILED are allowed"
+        )
+        + " (repeating a move with the same values is a no-op)"
+    )
+
+
+def get(execution_id: int) -> Query[Execution | None]:
+    """The execution with that id, or None."""
+    return Query(
+        sql.SELECT_EXECUTION_BY_ID, {"id": check_id("id", execution_id)}, decode=_execution
+    )
+
+
+def pending(symbol: str | None = None) -> Query[builtins.list[Execution]]:
+    """The PENDING executions (at most one per symbol), oldest first; of one symbol if given."""
+    if symbol is None:
+        return Query(sql.SELECT_PENDING_EXECUTIONS, fetch=ALL, decode=_executions)
+    return Query(
+        sql.SELECT_PENDING_EXECUTIONS_OF_SYMBOL,
+        {"symbol": _symbol(symbol)},
+        fetch=ALL,
+        decode=_executions,
+    )
+
+
+def links(execution_id: int) -> Query[builtins.list[ExecutionLink]]:
+    """The fills that make up the execution and the shares each gave, by fill id."""
+    return Query(
+        sql.SELECT_EXECUTION_LINKS, {"id": check_id("id", execution_id)}, fetch=ALL, decode=_links
+    )

@@ -1,0 +1,105 @@
+"""On-chain fills: record one (store, accumulate, start an execution when due), read, list."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Generator
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from persistence.converter import fill_from_row
+from persistence.errors import ValidationError
+from persistence.models import Fill, Instruction, RecordedFill
+from persistence.operations import ALL, Query, Step, Steps
+from persistence.operations.executions import start_due
+from persistence.operations.trades import MAX_PAGE, _aware, key
+from persistence.queries import batching as sql
+
+_NONE = Decimal(0)
+_ALREADY_STORED = RecordedFill(None, None)
+
+
+def record(fill: Fill) -> Steps[RecordedFill]:
+    """Record ``fill`` in one transaction.
+
+    Stores it (when its (tx_hash, log_index) is stored already: ``trade_id`` None and nothing
+    else changes), adds its amount to the symbol's accumulator (long for BUY, short for SELL),
+    and, if no execution is pending for the symbol and a side holds a whole share, starts an
+    execution of the whole shares, linked to the fills that make it up, oldest first.
+    """
+    if not isinstance(fill, Fill):
+        raise ValidationError(f"record takes a Fill, not {type(fill).__name__}")
+    if fill.id is not None:
+        raise ValidationError(
+            f"id={fill.id!r}: the database assigns a fill's id; record a Fill without one"
+        )
+    buy = fill.direction is Instruction.BUY
+    params = {
+        "tx_hash": fill.tx_hash,
+        "log_index": fill.log_index,
+        "symbol": fill.symbol,
+        "amount": fill.amount,
+        "direction": fill.direction.value,
+        "price_usdc": fill.price_usdc,
+        "created_at": fill.created_at,
+        "long": fill.amount if buy else _NONE,
+        "short": _NONE if buy else fill.amount,
+    }
+    return Steps(_record(params))
+
+
+def _record(params: dict[str, Any]) -> Generator[Step, Any, RecordedFill]:
+    row = yield Query(sql.RECORD_FILL, params)
+    if row is None:
+        return _ALREADY_STORED
+    trade_id, accumulated_long, accumulated_short, pending_execution_id = row
+    execution = None
+    if pending_execution_id is None:
+        execution = yield from start_due(params["symbol"], accumulated_long, accumulated_short)
+    return RecordedFill(trade_id, execution)
+
+
+def _fill(row: Any) -> Fill | None:
+    return None if row is None else fill_from_row(row, Fill)
+
+
+def _fills(rows: Any) -> builtins.list[Fill]:
+    return [fill_from_row(row, Fill) for row in rows]
+
+
+def get(tx_hash: str, log_index: int) -> Query[Fill | None]:
+    """The fill of that on-chain event, or None."""
+    return Query(sql.SELECT_FILL_BY_KEY, key(tx_hash, log_index), decode=_fill)
+
+
+def list(
+    *,
+    symbol: str | None = None,
+    direction: Instruction | str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    after_id: int | None = None,
+) -> Query[builtins.list[Fill]]:
+    """One page of fills by ascending id; pass the last id as ``after_id`` for the next.
+
+    ``since`` is inclusive and ``until`` exclusive, both on created_at.
+    """
+    if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
+        raise ValidationError(f"limit={limit!r}: must be an int from 1 to {MAX_PAGE}")
+    if after_id is not None and type(after_id) is not int:
+        raise ValidationError(f"after_id={after_id!r}: must be an int")
+    if direction is not None and direction not in ("BUY", "SELL"):
+        raise ValidationError(f"direction={direction!r}: use BUY or SELL")
+    _aware("since", since)
+    _aware("until", until)
+    statement, params = sql.list_fills(
+        symbol=symbol,
+        direction=None if direction is None else str(direction),
+        since=since,
+        until=until,
+        limit=limit,
+        after_id=0 if after_id is None else after_id,
+    )
+    return Query(statement, params, fetch=ALL, decode=_fills)
