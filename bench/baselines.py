@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -105,3 +107,143 @@ def sa_engine(conninfo: str) -> sa.Engine:
         pool_size=8,
         max_overflow=0,
     )
+
+
+# --- the trade-batching model on SQLite, with the bot's lease scheme ------------------------
+
+LEASE_SECONDS = 300  # the bot's 5-minute expiry
+BUSY_TIMEOUT_MS = 5_000
+
+
+def sqlite_batching_connect(path: Path) -> sqlite3.Connection:
+    """The bot's layout-2 store: WAL, synchronous=FULL, a busy timeout; autocommit, so that
+    each ``with conn`` below is one explicit transaction."""
+    from tests.bot_store import BATCHING_SCHEMA
+
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(BATCHING_SCHEMA)
+    return conn
+
+
+def _take_lease(conn: sqlite3.Connection, symbol: str) -> None:
+    """Delete expired leases, then INSERT OR IGNORE ours; spin until it lands."""
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "DELETE FROM symbol_locks WHERE locked_at < datetime('now', ?)",
+            (f"-{LEASE_SECONDS} seconds",),
+        )
+        taken = conn.execute(
+            "INSERT OR IGNORE INTO symbol_locks (symbol, locked_at) VALUES (?, datetime('now'))",
+            (symbol,),
+        ).rowcount
+        conn.execute("COMMIT")
+        if taken:
+            return
+        time.sleep(0.001)
+
+
+def sqlite_record_fill(conn: sqlite3.Connection, fill: tuple[Any, ...]) -> int | None:
+    """The bot's record_fill: lease the symbol, store the fill, accumulate, start an execution
+    of the whole shares and link it to the fills oldest first, release the lease.
+
+    Returns the fill's id, or None for "already stored". As in the bot, a "database is locked"
+    error is taken for "already stored": that is how a fill was lost.
+    """
+    tx_hash, log_index, symbol, amount, direction, price = fill
+    try:
+        _take_lease(conn, symbol)
+    except sqlite3.OperationalError:
+        return None
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO onchain_trades "
+            "(tx_hash, log_index, symbol, amount, direction, price_usdc) VALUES (?, ?, ?, ?, ?, ?)",
+            fill,
+        )
+        if not cursor.rowcount:
+            conn.execute("COMMIT")
+            return None
+        trade_id = cursor.lastrowid
+        side = "accumulated_long" if direction == "BUY" else "accumulated_short"
+        conn.execute("INSERT OR IGNORE INTO trade_accumulators (symbol) VALUES (?)", (symbol,))
+        conn.execute(
+            f"UPDATE trade_accumulators SET {side} = {side} + ?, net_position = net_position + ?, "
+            "last_updated = CURRENT_TIMESTAMP WHERE symbol = ?",
+            (amount, amount if direction == "BUY" else -amount, symbol),
+        )
+        accumulated, pending = conn.execute(
+            f"SELECT {side}, pending_execution_id FROM trade_accumulators WHERE symbol = ?",
+            (symbol,),
+        ).fetchone()
+        if pending is None and accumulated >= 1:
+            _sqlite_start_execution(conn, symbol, direction, side, int(accumulated))
+        conn.execute("COMMIT")
+        return trade_id
+    except sqlite3.OperationalError:
+        conn.execute("ROLLBACK")
+        return None  # the bot's bug: "database is locked" read as "already stored"
+    finally:
+        with contextlib.suppress(sqlite3.OperationalError):
+            conn.execute("DELETE FROM symbol_locks WHERE symbol = ?", (symbol,))
+
+
+def _sqlite_start_execution(
+    conn: sqlite3.Connection, symbol: str, direction: str, side: str, shares: int
+) -> None:
+    execution_id = conn.execute(
+        "INSERT INTO schwab_executions (symbol, shares, direction) VALUES (?, ?, ?)",
+        (symbol, shares, direction),
+    ).lastrowid
+    open_fills = conn.execute(
+        "SELECT t.id, t.amount - coalesce((SELECT sum(l.contributed_shares) "
+        "FROM trade_execution_links l JOIN schwab_executions e ON e.id = l.execution_id "
+        "WHERE l.trade_id = t.id AND e.status <> 'FAILED'), 0) FROM onchain_trades t "
+        "WHERE t.symbol = ? AND t.direction = ? ORDER BY t.id",
+        (symbol, direction),
+    ).fetchall()
+    missing = float(shares)
+    for trade_id, left in open_fills:
+        if missing <= 0:
+            break
+        if left <= 0:
+            continue
+        taken = min(left, missing)
+        conn.execute(
+            "INSERT INTO trade_execution_links (trade_id, execution_id, contributed_shares) "
+            "VALUES (?, ?, ?)",
+            (trade_id, execution_id, taken),
+        )
+        missing -= taken
+    conn.execute(
+        f"UPDATE trade_accumulators SET {side} = {side} - ?, pending_execution_id = ? "
+        "WHERE symbol = ?",
+        (shares, execution_id, symbol),
+    )
+
+
+def sqlite_complete_pending(conn: sqlite3.Connection, symbol: str) -> None:
+    """Complete the symbol's pending execution under the lease, freeing its slot."""
+    _take_lease(conn, symbol)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        pending = conn.execute(
+            "SELECT pending_execution_id FROM trade_accumulators WHERE symbol = ?", (symbol,)
+        ).fetchone()
+        if pending and pending[0] is not None:
+            conn.execute(
+                "UPDATE schwab_executions SET status = 'COMPLETED', order_id = 'X', "
+                "price_cents = 1, executed_at = CURRENT_TIMESTAMP WHERE id = ?",
+                pending,
+            )
+            conn.execute(
+                "UPDATE trade_accumulators SET pending_execution_id = NULL WHERE symbol = ?",
+                (symbol,),
+            )
+        conn.execute("COMMIT")
+    finally:
+        conn.execute("DELETE FROM symbol_locks WHERE symbol = ?", (symbol,))

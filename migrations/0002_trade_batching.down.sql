@@ -1,3 +1,7 @@
+DROP FUNCTION fail_execution(bigint);
+DROP FUNCTION complete_execution(bigint, text, numeric);
+DROP FUNCTION record_fill(text, integer, text, numeric, text, numeric, timestamptz);
+DROP FUNCTION start_due_execution(text);
 DROP TABLE event_queue;
 DROP TABLE trade_execution_links;
 DROP TABLE trade_accumulators;

@@ -104,3 +104,69 @@ def many(count: int) -> Iterator[dict[str, Any]]:
             schwab_order_id=f"O{index}" if completed else None,
             completed_at="2026-03-01 12:00:05" if completed else None,
         )
+
+
+# Layout 2, the trade-batching model, as the bot kept it in SQLite (../shared/BOT-MODEL.md).
+BATCHING_SCHEMA = """
+CREATE TABLE IF NOT EXISTS onchain_trades (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx_hash TEXT NOT NULL,
+    log_index INTEGER NOT NULL,
+    symbol TEXT NOT NULL,
+    amount REAL NOT NULL CHECK (amount > 0),
+    direction TEXT NOT NULL CHECK (direction IN ('BUY', 'SELL')),
+    price_usdc REAL NOT NULL CHECK (price_usdc > 0),
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    UNIQUE (tx_hash, log_index)
+);
+CREATE TABLE IF NOT EXISTS schwab_executions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    symbol TEXT NOT NULL,
+    shares INTEGER NOT NULL CHECK (shares > 0),
+    direction TEXT NOT NULL CHECK (direction IN ('BUY', 'SELL')),
+    order_id TEXT,
+    price_cents INTEGER CHECK (price_cents >= 0),
+    status TEXT NOT NULL DEFAULT 'PENDING' CHECK (status IN ('PENDING', 'COMPLETED', 'FAILED')),
+    executed_at TIMESTAMP
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_pending_per_symbol
+    ON schwab_executions (symbol) WHERE status = 'PENDING';
+CREATE TABLE IF NOT EXISTS trade_accumulators (
+    symbol TEXT PRIMARY KEY,
+    net_position REAL NOT NULL DEFAULT 0,
+    accumulated_long REAL NOT NULL DEFAULT 0 CHECK (accumulated_long >= 0),
+    accumulated_short REAL NOT NULL DEFAULT 0 CHECK (accumulated_short >= 0),
+    pending_execution_id INTEGER REFERENCES schwab_executions (id),
+    last_updated TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS trade_execution_links (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    trade_id INTEGER NOT NULL REFERENCES onchain_trades (id),
+    execution_id INTEGER NOT NULL REFERENCES schwab_executions (id),
+    contributed_shares REAL NOT NULL CHECK (contributed_shares > 0),
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    UNIQUE (trade_id, execution_id)
+);
+CREATE TABLE IF NOT EXISTS symbol_locks (
+    symbol TEXT PRIMARY KEY,
+    locked_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP
+);
+CREATE TABLE IF NOT EXISTS event_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    tx_hash TEXT NOT NULL,
+    log_index INTEGER NOT NULL,
+    block_number INTEGER NOT NULL CHECK (block_number >= 0),
+    event_data TEXT NOT NULL CHECK (event_data <> ''),
+    processed BOOLEAN NOT NULL DEFAULT 0,
+    created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    processed_at TIMESTAMP,
+    UNIQUE (tx_hash, log_index)
+);
+CREATE TABLE IF NOT EXISTS schwab_auth (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    access_token TEXT NOT NULL,
+    access_token_fetched_at DATETIME NOT NULL,
+    refresh_token TEXT NOT NULL,
+    refresh_token_fetched_at DATETIME NOT NULL
+);
+"""

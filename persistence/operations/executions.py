@@ -1,8 +1,8 @@
-"""Schwab executions of whole shares: start when due, complete, fail, read.
+"""Schwab executions of whole shares: complete, fail, read.
 
 An execution starts when a symbol has no execution pending and a side holds at least one whole
-share: ``start_due`` is the one place that decides it, for a recorded fill and for a completed
-or failed execution alike.
+share; the database function ``start_due_execution`` (migration 0002) is the one place that
+decides it, for a recorded fill and for a completed or failed execution alike.
 """
 
 from __future__ import annotations
@@ -13,21 +13,17 @@ from decimal import Decimal
 from typing import Any
 
 from persistence.converter import execution_from_row, link_from_row
-from persistence.errors import InvalidTransition, NotFound, PersistenceError, ValidationError
+from persistence.errors import InvalidTransition, NotFound, ValidationError
 from persistence.models import (
     INT64_MAX,
-    MAX_SHARES,
     PRICE_CENTS,
     Execution,
     ExecutionLink,
     ExecutionStatus,
-    Instruction,
     check_decimal,
 )
 from persistence.operations import ALL, Query, Step, Steps
 from persistence.queries import batching as sql
-
-_COLUMNS = 9  # the execution's columns at the start of a returned row
 
 
 def check_id(name: str, value: Any) -> int:
@@ -54,38 +50,6 @@ def _links(rows: Any) -> builtins.list[ExecutionLink]:
     return [link_from_row(row, ExecutionLink) for row in rows]
 
 
-def start_due(
-    symbol: str, accumulated_long: Decimal, accumulated_short: Decimal
-) -> Generator[Step, Any, Execution | None]:
-    """Start the symbol's next execution if a side holds a whole share; the caller holds the
-    symbol's accumulator row and knows that no execution is pending.
-
-    The side with more whole shares goes first (BUY on a tie); an execution holds at most
-    MAX_SHARES, the rest waits for the next one.
-    """
-    whole_long, whole_short = int(accumulated_long), int(accumulated_short)
-    if whole_long < 1 and whole_short < 1:
-        return None
-    direction, whole = (
-        (Instruction.BUY, whole_long)
-        if whole_long >= whole_short
-        else (Instruction.SELL, whole_short)
-    )
-    shares = min(whole, MAX_SHARES)
-    row = yield Query(
-        sql.START_EXECUTION, {"symbol": symbol, "shares": shares, "direction": direction.value}
-    )
-    drawn, accumulators = row[_COLUMNS:]
-    if drawn != shares or accumulators != 1:
-        # the transaction is rolled back: nothing of the operation is written
-        raise PersistenceError(
-            f"{symbol} {direction.value}: the accumulator holds {whole} whole shares but its open "
-            f"fills cover {drawn}; the stored data is inconsistent (was it edited by hand?), "
-            "nothing was written"
-        )
-    return execution_from_row(row[:_COLUMNS], Execution)
-
-
 def complete(execution_id: int, *, order_id: str, price_cents: Decimal | int) -> Steps[Execution]:
     """PENDING -> COMPLETED with Schwab's order id and fill price; returns the execution.
 
@@ -104,7 +68,7 @@ def complete(execution_id: int, *, order_id: str, price_cents: Decimal | int) ->
         price_cents = Decimal(price_cents)
     check_decimal("price_cents", price_cents, PRICE_CENTS)
     params = {"id": execution_id, "order_id": order_id, "price_cents": price_cents}
-    return Steps(_settle(sql.COMPLETE_EXECUTION, params, ExecutionStatus.COMPLETED))
+    return Steps(_settle(sql.COMPLETE_EXECUTION, params, ExecutionStatus.COMPLETED), atomic=False)
 
 
 def fail(execution_id: int) -> Steps[Execution]:
@@ -112,7 +76,7 @@ def fail(execution_id: int) -> Steps[Execution]:
     and to the symbol's accumulator, and the symbol's next execution starts if one is due."""
     check_id("id", execution_id)
     params = {"id": execution_id, "order_id": None, "price_cents": None}
-    return Steps(_settle(sql.FAIL_EXECUTION, params, ExecutionStatus.FAILED))
+    return Steps(_settle(sql.FAIL_EXECUTION, params, ExecutionStatus.FAILED), atomic=False)
 
 
 def _settle(
@@ -121,11 +85,7 @@ def _settle(
     row = yield Query(statement, params)
     if row is None:
         return (yield from _repeated(params, target))
-    execution = execution_from_row(row[:_COLUMNS], Execution)
-    accumulated_long, accumulated_short = row[_COLUMNS : _COLUMNS + 2]
-    if accumulated_long is not None:
-        yield from start_due(execution.symbol, accumulated_long, accumulated_short)
-    return execution
+    return execution_from_row(row, Execution)
 
 
 def _repeated(params: dict[str, Any], target: ExecutionStatus) -> Generator[Step, Any, Execution]:

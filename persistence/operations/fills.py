@@ -3,24 +3,20 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Generator
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from persistence.converter import fill_from_row
+from persistence.converter import execution_from_row, fill_from_row
 from persistence.errors import ValidationError
-from persistence.models import Fill, Instruction, RecordedFill
-from persistence.operations import ALL, Query, Step, Steps
-from persistence.operations.executions import start_due
+from persistence.models import Execution, Fill, Instruction, RecordedFill
+from persistence.operations import ALL, Query
 from persistence.operations.trades import MAX_PAGE, _aware, key
 from persistence.queries import batching as sql
 
-_NONE = Decimal(0)
 _ALREADY_STORED = RecordedFill(None, None)
 
 
-def record(fill: Fill) -> Steps[RecordedFill]:
+def record(fill: Fill) -> Query[RecordedFill]:
     """Record ``fill`` in one transaction.
 
     Stores it (when its (tx_hash, log_index) is stored already: ``trade_id`` None and nothing
@@ -34,7 +30,6 @@ def record(fill: Fill) -> Steps[RecordedFill]:
         raise ValidationError(
             f"id={fill.id!r}: the database assigns a fill's id; record a Fill without one"
         )
-    buy = fill.direction is Instruction.BUY
     params = {
         "tx_hash": fill.tx_hash,
         "log_index": fill.log_index,
@@ -43,21 +38,16 @@ def record(fill: Fill) -> Steps[RecordedFill]:
         "direction": fill.direction.value,
         "price_usdc": fill.price_usdc,
         "created_at": fill.created_at,
-        "long": fill.amount if buy else _NONE,
-        "short": _NONE if buy else fill.amount,
     }
-    return Steps(_record(params))
+    # one statement, the database function record_fill: its own transaction outside a block
+    return Query(sql.RECORD_FILL, params, decode=_recorded)
 
 
-def _record(params: dict[str, Any]) -> Generator[Step, Any, RecordedFill]:
-    row = yield Query(sql.RECORD_FILL, params)
+def _recorded(row: Any) -> RecordedFill:
     if row is None:
         return _ALREADY_STORED
-    trade_id, accumulated_long, accumulated_short, pending_execution_id = row
-    execution = None
-    if pending_execution_id is None:
-        execution = yield from start_due(params["symbol"], accumulated_long, accumulated_short)
-    return RecordedFill(trade_id, execution)
+    execution = None if row[1] is None else execution_from_row(row[1:], Execution)
+    return RecordedFill(row[0], execution)
 
 
 def _fill(row: Any) -> Fill | None:
