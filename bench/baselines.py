@@ -14,7 +14,7 @@ from sqlalchemy.dialects import postgresql
 
 from persistence import Trade
 from persistence.tables import TRADE_COLUMNS
-from tests.bot_store import SCHEMA
+from tests.bot_store import BATCHING_SCHEMA, SCHEMA, bot_record_fill, bot_settle
 
 SQLITE_COLUMNS = tuple(c for c in TRADE_COLUMNS if c != "id")
 SQLITE_INSERT = (
@@ -118,8 +118,6 @@ BUSY_TIMEOUT_MS = 5_000
 def sqlite_batching_connect(path: Path) -> sqlite3.Connection:
     """The bot's layout-2 store: WAL, synchronous=FULL, a busy timeout; autocommit, so that
     each ``with conn`` below is one explicit transaction."""
-    from tests.bot_store import BATCHING_SCHEMA
-
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode=WAL")
@@ -147,41 +145,20 @@ def _take_lease(conn: sqlite3.Connection, symbol: str) -> None:
 
 
 def sqlite_record_fill(conn: sqlite3.Connection, fill: tuple[Any, ...]) -> int | None:
-    """The bot's record_fill: lease the symbol, store the fill, accumulate, start an execution
-    of the whole shares and link it to the fills oldest first, release the lease.
+    """The bot's record_fill under its lease: lease the symbol, then in one transaction store
+    the fill, accumulate and start an execution when due (``tests.bot_store``), release.
 
     Returns the fill's id, or None for "already stored". As in the bot, a "database is locked"
     error is taken for "already stored": that is how a fill was lost.
     """
-    tx_hash, log_index, symbol, amount, direction, price = fill
+    symbol = fill[2]
     try:
         _take_lease(conn, symbol)
     except sqlite3.OperationalError:
         return None
     try:
         conn.execute("BEGIN IMMEDIATE")
-        cursor = conn.execute(
-            "INSERT OR IGNORE INTO onchain_trades "
-            "(tx_hash, log_index, symbol, amount, direction, price_usdc) VALUES (?, ?, ?, ?, ?, ?)",
-            fill,
-        )
-        if not cursor.rowcount:
-            conn.execute("COMMIT")
-            return None
-        trade_id = cursor.lastrowid
-        side = "accumulated_long" if direction == "BUY" else "accumulated_short"
-        conn.execute("INSERT OR IGNORE INTO trade_accumulators (symbol) VALUES (?)", (symbol,))
-        conn.execute(
-            f"UPDATE trade_accumulators SET {side} = {side} + ?, net_position = net_position + ?, "
-            "last_updated = CURRENT_TIMESTAMP WHERE symbol = ?",
-            (amount, amount if direction == "BUY" else -amount, symbol),
-        )
-        accumulated, pending = conn.execute(
-            f"SELECT {side}, pending_execution_id FROM trade_accumulators WHERE symbol = ?",
-            (symbol,),
-        ).fetchone()
-        if pending is None and accumulated >= 1:
-            _sqlite_start_execution(conn, symbol, direction, side, int(accumulated))
+        trade_id = bot_record_fill(conn, fill)
         conn.execute("COMMIT")
         return trade_id
     except sqlite3.OperationalError:
@@ -192,58 +169,12 @@ def sqlite_record_fill(conn: sqlite3.Connection, fill: tuple[Any, ...]) -> int |
             conn.execute("DELETE FROM symbol_locks WHERE symbol = ?", (symbol,))
 
 
-def _sqlite_start_execution(
-    conn: sqlite3.Connection, symbol: str, direction: str, side: str, shares: int
-) -> None:
-    execution_id = conn.execute(
-        "INSERT INTO schwab_executions (symbol, shares, direction) VALUES (?, ?, ?)",
-        (symbol, shares, direction),
-    ).lastrowid
-    open_fills = conn.execute(
-        "SELECT t.id, t.amount - coalesce((SELECT sum(l.contributed_shares) "
-        "FROM trade_execution_links l JOIN schwab_executions e ON e.id = l.execution_id "
-        "WHERE l.trade_id = t.id AND e.status <> 'FAILED'), 0) FROM onchain_trades t "
-        "WHERE t.symbol = ? AND t.direction = ? ORDER BY t.id",
-        (symbol, direction),
-    ).fetchall()
-    missing = float(shares)
-    for trade_id, left in open_fills:
-        if missing <= 0:
-            break
-        if left <= 0:
-            continue
-        taken = min(left, missing)
-        conn.execute(
-            "INSERT INTO trade_execution_links (trade_id, execution_id, contributed_shares) "
-            "VALUES (?, ?, ?)",
-            (trade_id, execution_id, taken),
-        )
-        missing -= taken
-    conn.execute(
-        f"UPDATE trade_accumulators SET {side} = {side} - ?, pending_execution_id = ? "
-        "WHERE symbol = ?",
-        (shares, execution_id, symbol),
-    )
-
-
 def sqlite_complete_pending(conn: sqlite3.Connection, symbol: str) -> None:
     """Complete the symbol's pending execution under the lease, freeing its slot."""
     _take_lease(conn, symbol)
     try:
         conn.execute("BEGIN IMMEDIATE")
-        pending = conn.execute(
-            "SELECT pending_execution_id FROM trade_accumulators WHERE symbol = ?", (symbol,)
-        ).fetchone()
-        if pending and pending[0] is not None:
-            conn.execute(
-                "UPDATE schwab_executions SET status = 'COMPLETED', order_id = 'X', "
-                "price_cents = 1, executed_at = CURRENT_TIMESTAMP WHERE id = ?",
-                pending,
-            )
-            conn.execute(
-                "UPDATE trade_accumulators SET pending_execution_id = NULL WHERE symbol = ?",
-                (symbol,),
-            )
+        bot_settle(conn, symbol, "COMPLETED")
         conn.execute("COMMIT")
     finally:
         conn.execute("DELETE FROM symbol_locks WHERE symbol = ?", (symbol,))

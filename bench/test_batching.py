@@ -143,13 +143,12 @@ def test_claim_and_mark(benchmark: Any, db: Database, url: str, queued: int) -> 
 
     def prepare() -> None:
         round_ = next(batch)
-        with psycopg.connect(url, autocommit=True) as conn:
-            with conn.cursor() as cursor:
-                cursor.executemany(
-                    "INSERT INTO event_queue (tx_hash, log_index, block_number, payload) "
-                    "VALUES (%s, 0, %s, '{}')",
-                    [(f"0x{round_:032x}{index:032x}", index) for index in range(queued)],
-                )
+        with psycopg.connect(url, autocommit=True) as conn, conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO event_queue (tx_hash, log_index, block_number, payload) "
+                "VALUES (%s, 0, %s, '{}')",
+                [(f"0x{round_:032x}{index:032x}", index) for index in range(queued)],
+            )
 
     claimed: list[int] = []
 

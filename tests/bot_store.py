@@ -170,3 +170,141 @@ CREATE TABLE IF NOT EXISTS schwab_auth (
     refresh_token_fetched_at DATETIME NOT NULL
 );
 """
+
+
+# --- the bot's batching algorithm on SQLite, in the caller's transaction (floats, as it was) ---
+
+
+def bot_record_fill(conn: sqlite3.Connection, fill: tuple[Any, ...]) -> int | None:
+    """Store the fill (None if stored), accumulate it, start an execution of the whole shares
+    if none is pending, linked to the fills oldest first; the remainder stays accumulated."""
+    symbol, amount, direction = fill[2], fill[3], fill[4]
+    cursor = conn.execute(
+        "INSERT OR IGNORE INTO onchain_trades "
+        "(tx_hash, log_index, symbol, amount, direction, price_usdc) VALUES (?, ?, ?, ?, ?, ?)",
+        fill,
+    )
+    if not cursor.rowcount:
+        return None
+    side = "accumulated_long" if direction == "BUY" else "accumulated_short"
+    conn.execute("INSERT OR IGNORE INTO trade_accumulators (symbol) VALUES (?)", (symbol,))
+    conn.execute(
+        f"UPDATE trade_accumulators SET {side} = {side} + ?, net_position = net_position + ?, "
+        "last_updated = CURRENT_TIMESTAMP WHERE symbol = ?",
+        (amount, amount if direction == "BUY" else -amount, symbol),
+    )
+    _bot_start_due(conn, symbol)
+    return cursor.lastrowid
+
+
+def _bot_start_due(conn: sqlite3.Connection, symbol: str) -> None:
+    long, short, pending = conn.execute(
+        "SELECT accumulated_long, accumulated_short, pending_execution_id "
+        "FROM trade_accumulators WHERE symbol = ?",
+        (symbol,),
+    ).fetchone()
+    if pending is not None or max(long, short) < 1:
+        return
+    direction, side, shares = (
+        ("BUY", "accumulated_long", int(long))
+        if int(long) >= int(short)
+        else ("SELL", "accumulated_short", int(short))
+    )
+    execution_id = conn.execute(
+        "INSERT INTO schwab_executions (symbol, shares, direction) VALUES (?, ?, ?)",
+        (symbol, shares, direction),
+    ).lastrowid
+    open_fills = conn.execute(
+        "SELECT t.id, t.amount - coalesce((SELECT sum(l.contributed_shares) "
+        "FROM trade_execution_links l JOIN schwab_executions e ON e.id = l.execution_id "
+        "WHERE l.trade_id = t.id AND e.status <> 'FAILED'), 0) FROM onchain_trades t "
+        "WHERE t.symbol = ? AND t.direction = ? ORDER BY t.id",
+        (symbol, direction),
+    ).fetchall()
+    missing = float(shares)
+    for trade_id, left in open_fills:
+        if missing <= 0:
+            break
+        if left <= 0:
+            continue
+        taken = min(left, missing)
+        conn.execute(
+            "INSERT INTO trade_execution_links (trade_id, execution_id, contributed_shares) "
+            "VALUES (?, ?, ?)",
+            (trade_id, execution_id, taken),
+        )
+        missing -= taken
+    conn.execute(
+        f"UPDATE trade_accumulators SET {side} = {side} - ?, pending_execution_id = ? "
+        "WHERE symbol = ?",
+        (shares, execution_id, symbol),
+    )
+
+
+def bot_settle(conn: sqlite3.Connection, symbol: str, status: str) -> None:
+    """Complete or fail the symbol's pending execution; a failure gives its shares back."""
+    row = conn.execute(
+        "SELECT e.id, e.shares, e.direction FROM trade_accumulators a "
+        "JOIN schwab_executions e ON e.id = a.pending_execution_id WHERE a.symbol = ?",
+        (symbol,),
+    ).fetchone()
+    if row is None:
+        return
+    execution_id, shares, direction = row
+    if status == "COMPLETED":
+        conn.execute(
+            "UPDATE schwab_executions SET status = 'COMPLETED', order_id = 'X', "
+            "price_cents = 15025, executed_at = CURRENT_TIMESTAMP WHERE id = ?",
+            (execution_id,),
+        )
+        given_back = 0
+    else:
+        conn.execute(
+            "UPDATE schwab_executions SET status = 'FAILED', executed_at = CURRENT_TIMESTAMP "
+            "WHERE id = ?",
+            (execution_id,),
+        )
+        given_back = shares
+    side = "accumulated_long" if direction == "BUY" else "accumulated_short"
+    conn.execute(
+        f"UPDATE trade_accumulators SET {side} = {side} + ?, pending_execution_id = NULL "
+        "WHERE symbol = ?",
+        (given_back, symbol),
+    )
+
+
+def write_batching(
+    path: Path,
+    steps: Iterable[tuple[Any, ...]],
+    *,
+    events: Iterable[tuple[Any, ...]] = (),
+    auth: dict[str, Any] | None = None,
+) -> Path:
+    """A SQLite file in the bot's batching layout, built by the bot's own algorithm.
+
+    Steps: ``("fill", tx_hash, log_index, symbol, amount, direction, price)``,
+    ``("complete", symbol)``, ``("fail", symbol)``. Events: ``(tx_hash, log_index,
+    block_number, event_data, processed, processed_at)``.
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(BATCHING_SCHEMA)
+    conn.execute("BEGIN")
+    for step in steps:
+        if step[0] == "fill":
+            bot_record_fill(conn, step[1:])
+        else:
+            bot_settle(conn, step[1], "COMPLETED" if step[0] == "complete" else "FAILED")
+    conn.executemany(
+        "INSERT INTO event_queue (tx_hash, log_index, block_number, event_data, processed, "
+        "processed_at) VALUES (?, ?, ?, ?, ?, ?)",
+        events,
+    )
+    if auth is not None:
+        conn.execute(
+            "INSERT INTO schwab_auth VALUES (1, :access_token, :access_token_fetched_at, "
+            ":refresh_token, :refresh_token_fetched_at)",
+            auth,
+        )
+    conn.execute("COMMIT")
+    conn.close()
+    return path

@@ -25,13 +25,11 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta, timezone
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
@@ -44,6 +42,18 @@ from persistence.config import Settings
 from persistence.connect import build_conninfo, open_connection, server_url
 from persistence.converter import trade_copy_row
 from persistence.errors import DatabaseUnavailable, PersistenceError, ValidationError
+from persistence.import_sqlite.batching import TABLES as BATCHING_TABLES
+from persistence.import_sqlite.batching import import_batching, is_batching
+from persistence.import_sqlite.convert import (
+    _EXACT,
+    ImportFailed,
+    _read_only,
+    _RowError,
+    _shown,
+    _validation_column,
+    to_datetime,
+    to_decimal,
+)
 from persistence.models import AMOUNT, IO_RATIO, PRICE_CENTS, NumericSpec, SchwabAuth, Trade
 from persistence.tables import TRADE_COLUMNS
 
@@ -79,17 +89,7 @@ BOT_COLUMNS = (
     "created_at",
     "completed_at",
 )
-SECRET_COLUMNS = ("access_token", "refresh_token")
-_EXACT = Context(prec=200)
-_TIMESTAMP = re.compile(
-    r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)"
-    r"(?:\.(?P<fraction>\d{1,9}))?\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)?"
-)
 STAGE = queries.TRADES_STAGE  # the bulk insert's staging table: trades' types, no constraints
-
-
-class ImportFailed(PersistenceError):
-    """The import was refused or did not verify; nothing was written."""
 
 
 @attrs.frozen
@@ -106,7 +106,11 @@ class Problem:
 
 @attrs.frozen
 class ImportReport:
-    """What an import read, moved, skipped and verified."""
+    """What an import read, moved, skipped and verified.
+
+    ``layout`` is "trades" (the first SQLite layout: the ``trades_*`` counts) or "batching"
+    (the second: ``tables`` maps each table to rows read, invalid and inserted).
+    """
 
     source: str
     dry_run: bool
@@ -120,130 +124,16 @@ class ImportReport:
     notes: int
     seconds: float
     verified: dict[str, str]
+    layout: str = "trades"
+    tables: dict[str, tuple[int, int, int]] = attrs.field(factory=dict)
+
+    @property
+    def rows_read(self) -> int:
+        return self.trades_read + sum(read for read, _, _ in self.tables.values())
 
     @property
     def rows_per_second(self) -> float:
-        return self.trades_read / self.seconds if self.seconds > 0 else 0.0
-
-
-class _RowError(Exception):
-    def __init__(self, column: str, value: Any, reason: str) -> None:
-        self.column, self.value, self.reason = column, value, reason
-
-
-def _shown(column: str, value: Any) -> str:
-    if column in SECRET_COLUMNS:
-        return "(not shown)"
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def to_decimal(column: str, value: Any, spec: NumericSpec) -> Decimal | None:
-    """The exact Decimal for a REAL, INTEGER or TEXT value, fitted to ``spec`` without loss."""
-    if value is None:
-        return None
-    if isinstance(value, bool | bytes | bytearray):
-        raise _RowError(column, value, "is not a number")
-    if isinstance(value, int):
-        exact = Decimal(value)
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise _RowError(column, value, "is not finite (Infinity or NaN)")
-        exact = Decimal(repr(value))
-    elif isinstance(value, str):
-        try:
-            exact = Decimal(value.strip())
-        except InvalidOperation:
-            raise _RowError(column, value, "is text that is not a number") from None
-        if not exact.is_finite():
-            raise _RowError(column, value, "is not finite (Infinity or NaN)")
-    else:
-        raise _RowError(column, value, f"is a {type(value).__name__}, not a number")
-    exponent = exact.as_tuple().exponent
-    assert isinstance(exponent, int)
-    if -exponent > spec.scale:
-        rounded = exact.quantize(Decimal(1).scaleb(-spec.scale), ROUND_HALF_EVEN, _EXACT)
-        # rounding is allowed within the double's own resolution: at most one ulp from its
-        # exact binary value (the shortest repr already is the fewest digits that read back)
-        if not isinstance(value, float) or abs(_EXACT.subtract(rounded, Decimal(value))) > Decimal(
-            math.ulp(value)
-        ):
-            raise _RowError(
-                column,
-                value,
-                f"has more than {spec.scale} decimal places and rounding would move it by more "
-                "than the double's resolution (one ulp)",
-            )
-        exact = rounded
-    whole = exact.adjusted() + 1
-    if whole > spec.precision - spec.scale:
-        raise _RowError(
-            column,
-            value,
-            f"is too large: at most {spec.precision - spec.scale} digits before the point",
-        )
-    return exact
-
-
-def _epoch(column: str, value: float | int | Decimal) -> datetime:
-    magnitude = abs(float(value))
-    for low, high, scale in (
-        (1e9, 1e11, 1),
-        (1e12, 1e14, 10**3),
-        (1e15, 1e17, 10**6),
-        (1e18, 1e20, 10**9),
-    ):
-        if low <= magnitude < high:
-            micros = (Decimal(repr(value)) if isinstance(value, float) else Decimal(value)) * (
-                Decimal(10**6) / scale
-            )
-            whole = int(micros.to_integral_value(ROUND_HALF_EVEN))
-            return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=whole)
-    raise _RowError(
-        column,
-        value,
-        "is a number that is not a plausible Unix time (seconds, ms, µs or ns after 2001)",
-    )
-
-
-def to_datetime(column: str, value: Any) -> tuple[datetime | None, bool]:
-    """An aware UTC datetime, and whether sub-microsecond digits were rounded."""
-    if value is None:
-        return None, False
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return _epoch(column, value), False
-    if not isinstance(value, str):
-        raise _RowError(column, value, "is not a timestamp")
-    text = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return _epoch(column, Decimal(text)), False
-    match = _TIMESTAMP.fullmatch(text)
-    if match is None:
-        raise _RowError(column, value, "is not a timestamp this import reads")
-    clock = match["time"] if match["time"].count(":") == 2 else match["time"] + ":00"
-    try:
-        moment = datetime.fromisoformat(f"{match['date']}T{clock}")
-    except ValueError:
-        raise _RowError(column, value, "is not a valid date and time") from None
-    zone = match["zone"]
-    if zone in (None, "Z", "z"):
-        tz: timezone = UTC
-    else:
-        digits = zone[1:].replace(":", "")
-        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
-        tz = timezone(offset if zone[0] == "+" else -offset)
-    fraction = match["fraction"] or ""
-    nanos = int(fraction.ljust(9, "0")) if fraction else 0
-    micros, rest = divmod(nanos, 1000)
-    if rest > 500 or (rest == 500 and micros % 2):
-        micros += 1
-    moment = (moment + timedelta(microseconds=micros)).replace(tzinfo=tz).astimezone(UTC)
-    return moment, rest != 0
-
-
-def _validation_column(error: ValidationError, default: str) -> str:
-    match = re.match(r"(\w+)[=:]", str(error))
-    return match.group(1) if match else default
+        return self.rows_read / self.seconds if self.seconds > 0 else 0.0
 
 
 def _trade_from_sqlite(row: sqlite3.Row, note: Callable[[str, Any, str], None]) -> Trade:
@@ -283,12 +173,8 @@ def _auth_from_sqlite(row: sqlite3.Row) -> SchwabAuth:
         raise _RowError(column, None, str(error).split(":", 1)[-1].strip()) from None
 
 
-def _read_only(path: Path) -> sqlite3.Connection:
-    """The SQLite file, opened so that nothing can write to it."""
-    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-
-
-def _open_source(path: Path) -> sqlite3.Connection:
+def _open_source(path: Path) -> tuple[sqlite3.Connection, str]:
+    """The file, read-only, and its layout: "trades" (the first) or "batching" (the second)."""
     if not path.is_file():
         raise ImportFailed(f"{path} is not a file")
     try:
@@ -297,15 +183,25 @@ def _open_source(path: Path) -> sqlite3.Connection:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
         raise ImportFailed(f"{path} is not a SQLite database the import can read: {exc}") from None
+    if is_batching(names):
+        missing = [t for t in BATCHING_TABLES[:4] if t not in names]
+        if missing:
+            raise ImportFailed(
+                f"{path} has onchain_trades but not {', '.join(missing)}: not the bot's "
+                "trade-batching layout"
+            )
+        return conn, "batching"
     if "trades" not in names:
-        raise ImportFailed(f"{path} has no trades table: is it the bot's database?")
+        raise ImportFailed(
+            f"{path} has neither a trades nor an onchain_trades table: is it the bot's database?"
+        )
     columns = {row[1] for row in conn.execute("PRAGMA table_info(trades)")}
     missing = [c for c in BOT_COLUMNS if c not in columns]
     if missing:
         raise ImportFailed(
             f"{path}: the trades table lacks the bot's column(s) {', '.join(missing)}"
         )
-    return conn
+    return conn, "trades"
 
 
 _STAGE_COLUMNS = queries.quoted(TRADE_COLUMNS)
@@ -349,7 +245,8 @@ def import_sqlite(
     """
     started = time.monotonic()
     source_path = Path(path)
-    source = _open_source(source_path)
+    source, layout = _open_source(source_path)
+    logger.info("%s holds the bot's %s layout", source_path, layout)
     settings = settings or Settings.from_env()
     # the server is resolved once (the embedded one starts, and says so, once)
     settings = attrs.evolve(settings, url=server_url(settings))
@@ -362,7 +259,11 @@ def import_sqlite(
         if on_problem is not None:
             on_problem(problem)
 
-    total = source.execute("SELECT count(*) FROM trades").fetchone()[0]
+    def note(table: str, row_id: Any, column: str, value: str, reason: str, kind: str) -> None:
+        record(Problem(table, row_id, column, value, reason, kind))
+
+    read = valid = inserted = present = 0
+    tables: dict[str, tuple[int, int, int]] = {}
     conn = open_connection(
         build_conninfo(
             settings, server_url(settings), statement_timeout=settings.import_statement_timeout
@@ -370,14 +271,19 @@ def import_sqlite(
     )
     try:
         with conn.transaction() as tx:
-            if dry_run and not _has_schema(conn):
-                # a dry run on an empty database: the schema exists only in this transaction
-                for migration in migrate.load_migrations(settings.migrations_dir):
-                    if not migration.no_transaction:
-                        conn.execute(migration.sql)
-            conn.execute(queries.CREATE_TRADES_STAGE)
-            bar = _Progress(total, progress)
-            read, valid, sums = _stage_trades(conn, source, record, bar, batch_size)
+            if dry_run:
+                _migrate_in_transaction(conn, settings)
+            verified: dict[str, str]
+            if layout == "batching":
+                read_by, invalid_by, inserted_by, verified = import_batching(
+                    conn, source, source_path, note, skip_invalid=skip_invalid
+                )
+                tables = {t: (read_by[t], invalid_by[t], inserted_by[t]) for t in read_by}
+            else:
+                total = source.execute("SELECT count(*) FROM trades").fetchone()[0]
+                conn.execute(queries.CREATE_TRADES_STAGE)
+                bar = _Progress(total, progress)
+                read, valid, sums = _stage_trades(conn, source, record, bar, batch_size)
             auth_rows, auth = _read_auth(source, record)
             if counts["invalid"] and not skip_invalid:
                 raise ImportFailed(
@@ -385,15 +291,16 @@ def import_sqlite(
                     "each row's SQLite id, column, value and reason: fix them in a copy of the "
                     "file, or run again with --skip-invalid to import the valid rows only"
                 )
-            _verify_stage(conn, valid, sums)
-            present, inserted = _insert(conn, valid, record)
-            stored_sums = _verify_against_source(conn, source_path, inserted)
-            verified = {
-                "trades": f"{inserted} rows inserted; each stored amount read back within one "
-                "ulp of the SQLite file's double, re-read independently; sums agree"
-            }
+            if layout == "trades":
+                _verify_stage(conn, valid, sums)
+                present, inserted = _insert(conn, valid, record)
+                stored_sums = _verify_against_source(conn, source_path, inserted)
+                verified = {
+                    "trades": f"{inserted} rows inserted; each stored amount read back within "
+                    "one ulp of the SQLite file's double, re-read independently; sums agree"
+                }
+                verified.update({column: str(amount) for column, amount in stored_sums.items()})
             auth_inserted = 0 if auth is None else _insert_auth(conn, auth, record)
-            verified.update({column: str(amount) for column, amount in stored_sums.items()})
             if dry_run:
                 raise psycopg.Rollback(tx)
     except psycopg.Error as exc:
@@ -414,7 +321,18 @@ def import_sqlite(
         notes=counts["note"],
         seconds=time.monotonic() - started,
         verified=verified,
+        layout=layout,
+        tables=tables,
     )
+
+
+def _migrate_in_transaction(conn: psycopg.Connection[Any], settings: Settings) -> None:
+    """A dry run leaves the target's schema as it is: the pending migrations run inside the
+    import's transaction only, and are rolled back with it."""
+    migrations = migrate.load_migrations(settings.migrations_dir)
+    for migration in migrate.plan_up(migrations, migrate.read_history(conn)):
+        if not migration.no_transaction:
+            conn.execute(migration.sql)
 
 
 def _database_error(exc: psycopg.Error) -> PersistenceError:
@@ -429,11 +347,6 @@ def _database_error(exc: psycopg.Error) -> PersistenceError:
     if isinstance(error, DatabaseUnavailable):
         return error
     return ImportFailed(f"the database refused the import: {error}; nothing was imported")
-
-
-def _has_schema(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute("SELECT to_regclass('trades') IS NOT NULL").fetchone()
-    return bool(row and row[0])
 
 
 def _stage_trades(

@@ -78,19 +78,27 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     _summarise(tally, first, args.report)
     verb = "would insert" if result.dry_run else "inserted"
-    print(
-        f"read {result.trades_read:,} trades: {result.trades_valid:,} valid, "
-        f"{result.invalid:,} invalid, {result.notes:,} noted"
-    )
-    print(
-        f"{verb} {result.trades_inserted:,} trades ({result.trades_already_present:,} already "
-        f"present); schwab_auth: {result.auth_inserted} of {result.auth_read} row(s) {verb}"
-    )
+    if result.layout == "batching":
+        print(f"{args.path} holds the bot's second layout (trade batching)")
+        for table, (read, invalid, inserted) in result.tables.items():
+            print(f"{table}: read {read:,}, {invalid:,} invalid, {verb} {inserted:,}")
+        print(f"schwab_auth: {result.auth_inserted} of {result.auth_read} row(s) {verb}")
+    else:
+        print(f"{args.path} holds the bot's first layout (trades)")
+        print(
+            f"read {result.trades_read:,} trades: {result.trades_valid:,} valid, "
+            f"{result.invalid:,} invalid, {result.notes:,} noted"
+        )
+        print(
+            f"{verb} {result.trades_inserted:,} trades ({result.trades_already_present:,} "
+            f"already present); schwab_auth: {result.auth_inserted} of {result.auth_read} "
+            f"row(s) {verb}"
+        )
     for name, value in result.verified.items():
         print(f"verified {name}: {value}")
     note = "; dry run: nothing written" if result.dry_run else ""
     print(
-        f"{result.trades_read:,} rows in {result.seconds:.1f} s "
+        f"{result.rows_read:,} rows in {result.seconds:.1f} s "
         f"({result.rows_per_second:,.0f} rows/s){note}"
     )
     return 0
