@@ -60,7 +60,14 @@ def compare(name: str, variants: dict[str, Batch], rounds: int) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument(
+        "--only", choices=["tokens"], help="run one group only (tokens: sealed against plain)"
+    )
     args = parser.parse_args()
+    if args.only == "tokens":
+        with migrated_database(admin_url(), "persistence_compare") as url:
+            print("\n".join(_token_rows(url, args.rounds)))
+        return
     loop = asyncio.new_event_loop()
     run = loop.run_until_complete
     with migrated_database(admin_url(), "persistence_compare") as url:
@@ -168,6 +175,43 @@ def main() -> None:
         raw.close()
         db.close()
     loop.close()
+
+
+def _token_rows(url: str, rounds: int) -> list[str]:
+    """save and load of the Schwab tokens, sealed against plain, on one pooled connection."""
+    from bench.test_tokens import AUTH, KEYS, PLAIN_SELECT, PLAIN_UPSERT, _fields, _plain
+    from persistence.operations import NONE, Query
+
+    rows = [
+        "| group | variant | median per batch | ratio to first | 10th-90th pct |",
+        "|---|---|---|---|---|",
+    ]
+    with Database.connect(url, min_size=1, max_size=1, token_keys=KEYS) as db:
+        plain_save = Query(PLAIN_UPSERT, _fields(AUTH), fetch=NONE)
+
+        def loads(sealed: bool) -> Batch:
+            def once() -> float:
+                if sealed:
+                    db.schwab_auth.save(AUTH)
+                    return _timed(lambda: [db.schwab_auth.load() for _ in range(200)])
+                db._run(plain_save)
+                select = Query(PLAIN_SELECT, decode=_plain)
+                return _timed(lambda: [db._run(select) for _ in range(200)])
+
+            return once
+
+        def saves(sealed: bool) -> Batch:
+            if sealed:
+                return lambda: _timed(lambda: [db.schwab_auth.save(AUTH) for _ in range(50)])
+            return lambda: _timed(lambda: [db._run(plain_save) for _ in range(50)])
+
+        rows += compare(
+            "auth load, 200 sequential", {"plain": loads(False), "sealed": loads(True)}, rounds
+        )
+        rows += compare(
+            "auth save, 50 sequential", {"plain": saves(False), "sealed": saves(True)}, rounds
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from persistence.errors import (
     MigrationLockTimeout,
     NotFound,
     PersistenceError,
+    TokenDecryptionFailed,
     ValidationError,
 )
 from persistence.health import HealthReport, health_check
@@ -67,6 +68,7 @@ __all__ = [
     "RecordedFill",
     "SchwabAuth",
     "Settings",
+    "TokenDecryptionFailed",
     "Trade",
     "TradeStatus",
     "Transaction",

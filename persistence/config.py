@@ -47,6 +47,8 @@ ENV_VARS: dict[str, str] = {
     "ddl_lock_timeout": "PERSISTENCE_DDL_LOCK_TIMEOUT",
     "migration_statement_timeout": "PERSISTENCE_MIGRATION_STATEMENT_TIMEOUT",
     "import_statement_timeout": "PERSISTENCE_IMPORT_STATEMENT_TIMEOUT",
+    "token_keys": "PERSISTENCE_TOKEN_KEYS",
+    "token_keys_file": "PERSISTENCE_TOKEN_KEYS_FILE",
 }
 
 _URL_PASSWORD = re.compile(
@@ -147,6 +149,12 @@ class Settings:
     # unless these are set (ddl_lock_timeout still bounds a migration's wait for a table lock).
     migration_statement_timeout: float = attrs.field(default=0.0, validator=_not_negative)
     import_statement_timeout: float = attrs.field(default=0.0, validator=_not_negative)
+    # The keyring sealing the Schwab tokens, "id:base64key[,...]" (persistence.tokens); never
+    # shown. Checked when a database is opened.
+    token_keys: str | None = attrs.field(
+        default=None, repr=lambda value: "None" if value is None else "'***'"
+    )
+    token_keys_file: Path | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.sslmode == "verify-full" and self.sslrootcert is None and self.url is not None:
@@ -202,7 +210,7 @@ _FIELD_TYPES = {
 def _coerce(name: str, value: Any, *, source: str) -> Any:
     if value is None:
         return None
-    if name in ("sslrootcert", "embedded_dir", "migrations_dir"):
+    if name in ("sslrootcert", "embedded_dir", "migrations_dir", "token_keys_file"):
         return Path(value)
     kind = _FIELD_TYPES.get(name)
     if kind is None:

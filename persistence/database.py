@@ -47,6 +47,7 @@ from persistence.repositories import (
     TransactionEventQueue,
 )
 from persistence.runners import arun_on, run_on
+from persistence.tokens import Keyring, keyring_for
 
 if TYPE_CHECKING:
     from persistence.health import HealthReport
@@ -162,8 +163,9 @@ class _Pooled(Generic[P]):
     _check: Callable[[Any], Any]
     _configure: Callable[[Any], Any]
 
-    def __init__(self, settings: Settings, conninfo: str) -> None:
+    def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None) -> None:
         self.settings = settings
+        self._keyring = keyring
         self.target = describe_target(conninfo)
         self._conninfo = conninfo
         self._server_down = False
@@ -186,6 +188,11 @@ class _Pooled(Generic[P]):
     def __repr__(self) -> str:
         state = "closed" if self._pool.closed else "open"
         return f"<{type(self).__name__} {self.target} {state}>"
+
+    @property
+    def token_keyring(self) -> Keyring | None:
+        """The keyring sealing the Schwab tokens (its ``repr`` shows key ids only), or None."""
+        return self._keyring
 
     @property
     def closed(self) -> bool:
@@ -259,10 +266,12 @@ class Transaction(Generic[M]):
         "trades",
     )
 
-    def __init__(self, connection: Any, run: Callable[[Operation[Any]], Any]) -> None:
+    def __init__(
+        self, connection: Any, run: Callable[[Operation[Any]], Any], keyring: Keyring | None
+    ) -> None:
         self.connection = connection
         self.trades: TradeRepository[M] = TradeRepository(run)
-        self.schwab_auth: SchwabAuthRepository[M] = SchwabAuthRepository(run)
+        self.schwab_auth: SchwabAuthRepository[M] = SchwabAuthRepository(run, keyring=keyring)
         self.fills: FillRepository[M] = FillRepository(run)
         self.executions: ExecutionRepository[M] = ExecutionRepository(run)
         self.accumulators: AccumulatorRepository[M] = AccumulatorRepository(run)
@@ -320,7 +329,7 @@ class _Block(Generic[M]):
     def _begun(self, conn: Any) -> Transaction[M]:
         self._conn = conn
         self._tx: Any = conn.transaction()
-        return Transaction(conn, partial(self._run, conn))
+        return Transaction(conn, partial(self._run, conn), self._db._keyring)
 
     def _error(self, exc: BaseException | None) -> BaseException | None:
         return self._db._failed(self._conn, exc) if isinstance(exc, psycopg.Error) else None
@@ -373,11 +382,13 @@ def _prepare(url: str | None, settings: dict[str, Any]) -> Settings:
 class Database(_Pooled[ConnectionPool[Any]]):
     """A connection pool to one PostgreSQL database, with the repositories on it."""
 
-    def __init__(self, settings: Settings, conninfo: str) -> None:
-        super().__init__(settings, conninfo)
+    def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None = None) -> None:
+        super().__init__(settings, conninfo, keyring)
         self._pool = ConnectionPool(connection_class=DeadlineConnection, **self._pool_options())
         self.trades: TradeRepository[Sync] = TradeRepository(self._run)
-        self.schwab_auth: SchwabAuthRepository[Sync] = SchwabAuthRepository(self._run)
+        self.schwab_auth: SchwabAuthRepository[Sync] = SchwabAuthRepository(
+            self._run, keyring=keyring
+        )
         self.fills: FillRepository[Sync] = FillRepository(self._run)
         self.executions: ExecutionRepository[Sync] = ExecutionRepository(self._run)
         self.accumulators: AccumulatorRepository[Sync] = AccumulatorRepository(self._run)
@@ -391,11 +402,12 @@ class Database(_Pooled[ConnectionPool[Any]]):
         log line per attempt); 0 fails at once with :class:`DatabaseUnavailable`.
         """
         config = _prepare(url, settings)
+        keyring = keyring_for(config)  # a bad key fails here, before any connection
         conninfo = build_conninfo(config, server_url(config))
         # one direct connection first: it gives the real reason (refused, auth, timeout), which
         # the pool's background workers only log
         open_connection(conninfo, wait=wait).close()
-        db = cls(config, conninfo)
+        db = cls(config, conninfo, keyring)
         try:
             db._pool.open(wait=True, timeout=config.connect_timeout + 1)
         except PoolTimeout:
@@ -507,13 +519,15 @@ class Database(_Pooled[ConnectionPool[Any]]):
 class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
     """``Database`` for asyncio: the same operations, settings and errors, each awaited."""
 
-    def __init__(self, settings: Settings, conninfo: str) -> None:
-        super().__init__(settings, conninfo)
+    def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None = None) -> None:
+        super().__init__(settings, conninfo, keyring)
         self._pool = AsyncConnectionPool(
             connection_class=AsyncDeadlineConnection, **self._pool_options()
         )
         self.trades: TradeRepository[Async] = TradeRepository(self._run)
-        self.schwab_auth: SchwabAuthRepository[Async] = SchwabAuthRepository(self._run)
+        self.schwab_auth: SchwabAuthRepository[Async] = SchwabAuthRepository(
+            self._run, keyring=keyring
+        )
         self.fills: FillRepository[Async] = FillRepository(self._run)
         self.executions: ExecutionRepository[Async] = ExecutionRepository(self._run)
         self.accumulators: AccumulatorRepository[Async] = AccumulatorRepository(self._run)
@@ -525,10 +539,11 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
     ) -> AsyncDatabase:
         """Open a pool on ``url``; the same arguments and defaults as ``Database.connect``."""
         config = _prepare(url, settings)
-        # starting the embedded server blocks: keep it off the event loop
+        # reading a key file, or starting the embedded server, blocks: keep it off the loop
+        keyring = await asyncio.to_thread(keyring_for, config)
         conninfo = build_conninfo(config, await asyncio.to_thread(server_url, config))
         await (await open_async_connection(conninfo, wait=wait)).close()
-        db = cls(config, conninfo)
+        db = cls(config, conninfo, keyring)
         try:
             await db._pool.open(wait=True, timeout=config.connect_timeout + 1)
         except PoolTimeout:

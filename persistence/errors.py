@@ -35,6 +35,10 @@ class InvalidTransition(Conflict):
     """A trade cannot move from its current status to the requested one."""
 
 
+class TokenDecryptionFailed(PersistenceError):
+    """Stored Schwab tokens did not decrypt: a wrong or missing key, or changed bytes."""
+
+
 class MigrationError(PersistenceError):
     """Migrations could not be loaded, planned or applied."""
 

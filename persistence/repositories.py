@@ -9,8 +9,8 @@ runner of the database or transaction it belongs to.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from functools import update_wrapper
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from functools import partial, update_wrapper
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
 from persistence.operations import Operation
 from persistence.operations import accumulators as accumulator_ops
@@ -19,6 +19,7 @@ from persistence.operations import events as event_ops
 from persistence.operations import executions as execution_ops
 from persistence.operations import fills as fill_ops
 from persistence.operations import trades as trade_ops
+from persistence.tokens import Keyring
 
 __all__ = [
     "AccumulatorRepository",
@@ -50,32 +51,39 @@ M = TypeVar("M", Sync, Async)
 
 
 class Repository(Generic[M]):
-    """Binds each ``operation`` of the class to ``run``, once, when the repository is made."""
+    """Binds each ``operation`` of the class to ``run``, once, when the repository is made.
 
-    def __init__(self, run: Run) -> None:
+    ``context`` holds what some operations need from their database besides the connection
+    (the token keyring), passed to them by keyword.
+    """
+
+    def __init__(self, run: Run, **context: Any) -> None:
         for cls in type(self).__mro__:
             for name, member in vars(cls).items():
                 if isinstance(member, operation) and name not in self.__dict__:
-                    self.__dict__[name] = member.bind(run)
+                    self.__dict__[name] = member.bind(run, context)
 
 
 class operation(Generic[P, T]):
     """A repository method that runs the operation ``build`` returns."""
 
     def __init__(self, build: Callable[P, Operation[T]]) -> None:
-        self.build = build
+        self.build: Callable[..., Operation[T]] = build
         self.name = build.__name__
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
-    def bind(self, run: Run) -> Callable[P, Any]:
-        build = self.build
+    def bind(self, run: Run, context: dict[str, Any]) -> Callable[P, Any]:
+        build = self._builder(context)
 
         def method(*args: P.args, **kwargs: P.kwargs) -> Any:
             return run(build(*args, **kwargs))
 
-        return update_wrapper(method, build)
+        return update_wrapper(method, self.build)
+
+    def _builder(self, context: dict[str, Any]) -> Callable[..., Operation[T]]:
+        return self.build
 
     # Repository.__init__ puts the bound method in the instance, so this runs only for typing
     # and for access through the class.
@@ -87,6 +95,17 @@ class operation(Generic[P, T]):
     def __get__(self, obj: Repository[Async], owner: Any) -> Callable[P, Awaitable[T]]: ...
     def __get__(self, obj: Any, owner: Any) -> Any:
         return self if obj is None else obj.__dict__[self.name]
+
+
+class keyed(operation[P, T]):
+    """An operation whose builder takes the database's token keyring first."""
+
+    def __init__(self, build: Callable[Concatenate[Keyring | None, P], Operation[T]]) -> None:
+        self.build = build
+        self.name = build.__name__
+
+    def _builder(self, context: dict[str, Any]) -> Callable[..., Operation[T]]:
+        return partial(self.build, context["keyring"])
 
 
 class TradeRepository(Repository[M]):
@@ -103,10 +122,14 @@ class TradeRepository(Repository[M]):
 
 
 class SchwabAuthRepository(Repository[M]):
-    """The single row of Schwab tokens."""
+    """The single row of Schwab tokens, sealed with the database's token keyring."""
 
-    save = operation(auth_ops.save)
-    load = operation(auth_ops.load)
+    save = keyed(auth_ops.save)
+    load = keyed(auth_ops.load)
+    status = operation(auth_ops.status)
+    encrypt = keyed(auth_ops.encrypt)
+    rotate = keyed(auth_ops.rotate)
+    decrypt = keyed(auth_ops.decrypt)
 
 
 class FillRepository(Repository[M]):

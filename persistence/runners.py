@@ -61,7 +61,7 @@ def _fetched(cursor: psycopg.Cursor[Any], fetch: int) -> Any:
 
 def _execute(conn: Connection, step: Query[Any] | Copy) -> Any:
     if type(step) is Query:
-        return _fetched(conn.execute(step.sql, step.params), step.fetch)
+        return _fetched(conn.execute(step.sql, step.params, binary=step.binary), step.fetch)
     assert isinstance(step, Copy)
     with conn.cursor() as cursor:
         with cursor.copy(step.sql) as copy:
@@ -115,7 +115,8 @@ async def _afetched(cursor: psycopg.AsyncCursor[Any], fetch: int) -> Any:
 
 async def _aexecute(conn: AsyncConnection, step: Query[Any] | Copy) -> Any:
     if type(step) is Query:
-        return await _afetched(await conn.execute(step.sql, step.params), step.fetch)
+        cursor = await conn.execute(step.sql, step.params, binary=step.binary)
+        return await _afetched(cursor, step.fetch)
     assert isinstance(step, Copy)
     async with conn.cursor() as cursor:
         async with cursor.copy(step.sql) as copy:

@@ -17,6 +17,7 @@ __all__ = [
     "LINK_COLUMNS",
     "SCHWAB_AUTH",
     "SCHWAB_AUTH_COLUMNS",
+    "SCHWAB_AUTH_SEALED",
     "TRADES",
     "TRADE_COLUMNS",
     "TRADE_KEY",
@@ -51,6 +52,12 @@ SCHWAB_AUTH_COLUMNS: tuple[str, ...] = (
     "access_token_fetched_at",
     "refresh_token",
     "refresh_token_fetched_at",
+)
+# the sealed tokens and their key's id (migration 0003); the plain columns are NULL beside them
+SCHWAB_AUTH_SEALED: tuple[str, ...] = (
+    "access_token_sealed",
+    "refresh_token_sealed",
+    "token_key_id",
 )
 
 # The trade-batching model (migration 0002). Each tuple is in its model's field order.

@@ -34,6 +34,9 @@ DB_FIXTURES = {
 }
 
 
+# Every database the tests open seals tokens with the tests' keyring, unless a test says otherwise.
+os.environ.setdefault("PERSISTENCE_TOKEN_KEYS", support.TEST_TOKEN_KEYS)
+
 # In CI every test must run: a skip there means a missing tool, and a green run would hide it.
 STRICT = os.environ.get("CI", "").lower() == "true"
 

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The tests' token keyring (persistence.tokens): fixed keys, so that every process of a run (the
+# CLIs the tests start included) opens what another sealed. Never a production key.
+TEST_TOKEN_KEYS = "test-current:" + "A" * 43 + "=,test-old:" + "B" * 43 + "="
+
 # every table the tests write, emptied between tests (CASCADE: the links reference the rest)
 TRUNCATE_ALL = (
     "TRUNCATE trades, schwab_auth, onchain_trades, schwab_executions, trade_accumulators, "

@@ -110,6 +110,17 @@ def test_env_example_lists_every_variable() -> None:
     assert missing == []
 
 
+def test_env_example_as_sourced_gives_valid_development_settings() -> None:
+    """What `set -a; . ./.env.example` exports: the active lines, which must all be valid."""
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    active = dict(
+        line.split("=", 1) for line in example.splitlines() if line and not line.startswith("#")
+    )
+    assert "DATABASE_URL" not in active and active["PERSISTENCE_EMBEDDED"] == "auto"
+    settings = Settings.from_env(environ=active)
+    assert settings.url is None and settings.sslmode is None
+
+
 def test_libpq_echoing_a_password_is_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
     """libpq quotes a badly percent-encoded password in its error: redaction must remove it."""
     url = f"postgresql://bot:{SECRET}%ZZ@db:5432/trades"

@@ -22,7 +22,7 @@ D = Decimal
 
 def run(path: Path, url: str, **options: Any) -> tuple[Any, list[Problem]]:
     problems: list[Problem] = []
-    result = import_sqlite(path, Settings(url=url), on_problem=problems.append, **options)
+    result = import_sqlite(path, Settings.from_env(url=url), on_problem=problems.append, **options)
     return result, problems
 
 
@@ -192,7 +192,10 @@ def test_an_invalid_row_fails_the_import_and_writes_nothing(
     problems: list[Problem] = []
     with pytest.raises(ImportFailed, match="nothing was imported"):
         import_sqlite(
-            layout2, Settings(url=empty_database_url), on_problem=problems.append, skip_invalid=True
+            layout2,
+            Settings.from_env(url=empty_database_url),
+            on_problem=problems.append,
+            skip_invalid=True,
         )
     invalid = [(p.table, p.column) for p in problems if p.kind == "invalid" and reason in p.reason]
     assert invalid == [(table, column)], problems
@@ -207,7 +210,10 @@ def test_invalid_rows_are_named(layout2: Path, empty_database_url: str) -> None:
         ImportFailed, match=r"1 in onchain_trades, 1 in trade_accumulators.*cannot be skipped"
     ):
         import_sqlite(
-            layout2, Settings(url=empty_database_url), on_problem=problems.append, skip_invalid=True
+            layout2,
+            Settings.from_env(url=empty_database_url),
+            on_problem=problems.append,
+            skip_invalid=True,
         )
     invalid = {(p.table, p.sqlite_id, p.column): p.reason for p in problems if p.kind == "invalid"}
     assert "linked beyond its amount: 0.7 of 0.05" in invalid["onchain_trades", 3, "amount"]

@@ -41,7 +41,7 @@ EPOCH = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 def run(path: Path, url: str, **options: Any) -> tuple[Any, list[Problem]]:
     problems: list[Problem] = []
-    result = import_sqlite(path, Settings(url=url), on_problem=problems.append, **options)
+    result = import_sqlite(path, Settings.from_env(url=url), on_problem=problems.append, **options)
     return result, problems
 
 
@@ -206,7 +206,7 @@ def test_one_invalid_row_fails_the_import_and_writes_nothing(
     path = bot_store.write(tmp_path / "bot.db", bad_rows(), AUTH)
     problems: list[Problem] = []
     with pytest.raises(ImportFailed, match="8 invalid row"):
-        import_sqlite(path, Settings(url=empty_database_url), on_problem=problems.append)
+        import_sqlite(path, Settings.from_env(url=empty_database_url), on_problem=problems.append)
     found = {p.sqlite_id: (p.column, p.reason) for p in problems if p.kind == "invalid"}
     assert found.keys() == EXPECTED_PROBLEMS.keys()
     for sqlite_id, (column, reason) in EXPECTED_PROBLEMS.items():
@@ -345,7 +345,7 @@ def test_the_application_statement_timeout_does_not_bound_the_import(
 ) -> None:
     path = bot_store.write(tmp_path / "bot.db", bot_store.many(20_000))
     # 1 ms would cancel the staging COPY if the application's timeout applied to it
-    result = import_sqlite(path, Settings(url=empty_database_url, statement_timeout=0.001))
+    result = import_sqlite(path, Settings.from_env(url=empty_database_url, statement_timeout=0.001))
     assert result.trades_inserted == 20_000
 
 
@@ -354,7 +354,9 @@ def test_an_import_statement_timeout_is_a_typed_error_and_exit_1(
 ) -> None:
     path = bot_store.write(tmp_path / "bot.db", bot_store.many(20_000))
     with pytest.raises(ImportFailed, match="PERSISTENCE_IMPORT_STATEMENT_TIMEOUT"):
-        import_sqlite(path, Settings(url=empty_database_url, import_statement_timeout=0.001))
+        import_sqlite(
+            path, Settings.from_env(url=empty_database_url, import_statement_timeout=0.001)
+        )
     assert stored(empty_database_url) == []
     monkeypatch.setenv("PERSISTENCE_IMPORT_STATEMENT_TIMEOUT", "0.001")
     failed = cli(str(path), "--database-url", empty_database_url, "--report", str(tmp_path / "r"))
@@ -379,7 +381,7 @@ def test_verification_catches_a_conversion_that_rounds(
     monkeypatch.setattr(importer, "to_decimal", six_places)
     path = bot_store.write(tmp_path / "bot.db", bot_store.many(50))
     with pytest.raises(ImportFailed, match=r"verification failed: trade id \d+ onchain_io_ratio"):
-        import_sqlite(path, Settings(url=empty_database_url))
+        import_sqlite(path, Settings.from_env(url=empty_database_url))
     assert stored(empty_database_url) == []
 
 

@@ -41,7 +41,12 @@ from persistence._translate import translate
 from persistence.config import Settings
 from persistence.connect import build_conninfo, open_connection, server_url
 from persistence.converter import trade_copy_row
-from persistence.errors import DatabaseUnavailable, PersistenceError, ValidationError
+from persistence.errors import (
+    ConfigurationError,
+    DatabaseUnavailable,
+    PersistenceError,
+    ValidationError,
+)
 from persistence.import_sqlite.batching import TABLES as BATCHING_TABLES
 from persistence.import_sqlite.batching import import_batching, is_batching
 from persistence.import_sqlite.convert import (
@@ -55,7 +60,10 @@ from persistence.import_sqlite.convert import (
     to_decimal,
 )
 from persistence.models import AMOUNT, IO_RATIO, PRICE_CENTS, NumericSpec, SchwabAuth, Trade
+from persistence.operations import auth as auth_ops
+from persistence.runners import run_on
 from persistence.tables import TRADE_COLUMNS
+from persistence.tokens import NO_KEY, Keyring, keyring_for
 
 __all__ = ["ImportFailed", "ImportReport", "Problem", "import_sqlite"]
 
@@ -248,6 +256,12 @@ def import_sqlite(
     source, layout = _open_source(source_path)
     logger.info("%s holds the bot's %s layout", source_path, layout)
     settings = settings or Settings.from_env()
+    # the tokens are sealed on the way in: a missing or bad key fails before anything is done
+    # (the development key belongs to the embedded server, so this comes before resolving it)
+    has_tokens = _has_tokens(source)
+    keyring = keyring_for(settings) if has_tokens else None
+    if has_tokens and keyring is None:
+        raise ConfigurationError(f"the file holds Schwab tokens, to be sealed on import: {NO_KEY}")
     # the server is resolved once (the embedded one starts, and says so, once)
     settings = attrs.evolve(settings, url=server_url(settings))
     if not dry_run:
@@ -300,7 +314,7 @@ def import_sqlite(
                     "one ulp of the SQLite file's double, re-read independently; sums agree"
                 }
                 verified.update({column: str(amount) for column, amount in stored_sums.items()})
-            auth_inserted = 0 if auth is None else _insert_auth(conn, auth, record)
+            auth_inserted = 0 if auth is None else _insert_auth(conn, auth, keyring, record)
             if dry_run:
                 raise psycopg.Rollback(tx)
     except psycopg.Error as exc:
@@ -324,6 +338,13 @@ def import_sqlite(
         layout=layout,
         tables=tables,
     )
+
+
+def _has_tokens(source: sqlite3.Connection) -> bool:
+    try:
+        return bool(source.execute("SELECT count(*) FROM schwab_auth").fetchone()[0])
+    except sqlite3.OperationalError:
+        return False  # a file from before the bot kept tokens
 
 
 def _migrate_in_transaction(conn: psycopg.Connection[Any], settings: Settings) -> None:
@@ -550,18 +571,13 @@ def _mismatch(trade_id: Any, column: str, value: Any, amount: Any) -> ImportFail
 
 
 def _insert_auth(
-    conn: psycopg.Connection[Any], auth: SchwabAuth, record: Callable[[Problem], None]
+    conn: psycopg.Connection[Any],
+    auth: SchwabAuth,
+    keyring: Keyring | None,
+    record: Callable[[Problem], None],
 ) -> int:
-    inserted = conn.execute(
-        "INSERT INTO schwab_auth (id, access_token, access_token_fetched_at, refresh_token, "
-        "refresh_token_fetched_at) VALUES (1, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
-        (
-            auth.access_token,
-            auth.access_token_fetched_at,
-            auth.refresh_token,
-            auth.refresh_token_fetched_at,
-        ),
-    ).rowcount
+    """Store the tokens sealed (persistence.tokens), unless tokens are stored already."""
+    inserted: int = run_on(conn, auth_ops.insert_if_absent(keyring, auth))
     if not inserted:
         record(
             Problem(

@@ -28,9 +28,12 @@ def _same(value: Any) -> Any:
 
 
 class Query(Generic[T]):
-    """One statement with bound parameters; ``decode`` turns the fetched result into ``T``."""
+    """One statement with bound parameters; ``decode`` turns the fetched result into ``T``.
 
-    __slots__ = ("decode", "fetch", "params", "savepoint", "sql")
+    ``binary``: results in PostgreSQL's binary format (bytea arrives as bytes, not hex text).
+    """
+
+    __slots__ = ("binary", "decode", "fetch", "params", "savepoint", "sql")
 
     def __init__(
         self,
@@ -40,12 +43,14 @@ class Query(Generic[T]):
         fetch: int = ONE,
         decode: Callable[[Any], T] = _same,
         savepoint: bool = False,
+        binary: bool = False,
     ) -> None:
         self.sql = sql
         self.params = params
         self.fetch = fetch
         self.decode = decode
         self.savepoint = savepoint
+        self.binary = binary
 
     def __repr__(self) -> str:
         return f"Query({self.sql!r}, {self.params!r})"

@@ -22,22 +22,32 @@ from pypika import functions as fn
 from pypika.terms import Criterion, Field
 
 from persistence.queries import batching
-from persistence.tables import SCHWAB_AUTH, SCHWAB_AUTH_COLUMNS, TRADE_COLUMNS, TRADES
+from persistence.tables import (
+    SCHWAB_AUTH,
+    SCHWAB_AUTH_COLUMNS,
+    SCHWAB_AUTH_SEALED,
+    TRADE_COLUMNS,
+    TRADES,
+)
 
 __all__ = [
     "ADVANCE_TRADE_ID",
     "COPY_TRADES_STAGE",
+    "COUNT_SCHWAB_AUTH_BY_KEY",
     "COUNT_TRADES",
     "COUNT_TRADES_BY_STATUS",
     "CREATE_TRADES_STAGE",
+    "INSERT_SCHWAB_AUTH_IF_ABSENT",
     "INSERT_TRADE",
     "INSERT_TRADES_FROM_STAGE",
     "INSERT_TRADE_WITH_ID",
     "SELECT_PENDING_TRADES",
     "SELECT_SCHWAB_AUTH",
+    "SELECT_SCHWAB_AUTH_FOR_UPDATE",
     "SELECT_TRADE_BY_ID",
     "SELECT_TRADE_BY_KEY",
     "TRUNCATE_TRADES_STAGE",
+    "UPDATE_SCHWAB_AUTH_TOKENS",
     "UPDATE_TRADE_STATUS",
     "UPSERT_SCHWAB_AUTH",
     "copy_trades",
@@ -202,21 +212,63 @@ ADVANCE_TRADE_ID = (
     "(SELECT last_value FROM trades_id_seq)))"
 )
 
+_AUTH_ALL = (*SCHWAB_AUTH_COLUMNS, *SCHWAB_AUTH_SEALED)
+
+
+def _write_auth() -> Any:
+    # the plain columns are written NULL: a saved row is always sealed
+    return (
+        Query.into(SCHWAB_AUTH)
+        .columns(SCHWAB_AUTH.id, *[SCHWAB_AUTH.field(c) for c in _AUTH_ALL])
+        .insert(
+            1, *[None if c in ("access_token", "refresh_token") else _param(c) for c in _AUTH_ALL]
+        )
+    )
+
+
 UPSERT_SCHWAB_AUTH = (
-    Query.into(SCHWAB_AUTH)
-    .columns(SCHWAB_AUTH.id, *[SCHWAB_AUTH.field(c) for c in SCHWAB_AUTH_COLUMNS])
-    .insert(1, *[_param(c) for c in SCHWAB_AUTH_COLUMNS])
+    _write_auth()
     .on_conflict(SCHWAB_AUTH.id)
     .do_update(SCHWAB_AUTH.access_token)
     .do_update(SCHWAB_AUTH.access_token_fetched_at)
     .do_update(SCHWAB_AUTH.refresh_token)
     .do_update(SCHWAB_AUTH.refresh_token_fetched_at)
+    .do_update(SCHWAB_AUTH.access_token_sealed)
+    .do_update(SCHWAB_AUTH.refresh_token_sealed)
+    .do_update(SCHWAB_AUTH.token_key_id)
     .get_sql()
 )
+# the SQLite import: tokens already stored are kept
+INSERT_SCHWAB_AUTH_IF_ABSENT = _write_auth().on_conflict(SCHWAB_AUTH.id).do_nothing().get_sql()
 SELECT_SCHWAB_AUTH = (
     Query.from_(SCHWAB_AUTH)
-    .select(*[SCHWAB_AUTH.field(c) for c in SCHWAB_AUTH_COLUMNS])
+    .select(*[SCHWAB_AUTH.field(c) for c in _AUTH_ALL])
     .where(SCHWAB_AUTH.id == 1)
+    .get_sql()
+)
+# encrypt, rotate and decrypt: the rows locked until the command commits, so a save that
+# races them waits and is not overwritten by the tokens they read
+SELECT_SCHWAB_AUTH_FOR_UPDATE = (
+    Query.from_(SCHWAB_AUTH)
+    .select(SCHWAB_AUTH.id, *[SCHWAB_AUTH.field(c) for c in _AUTH_ALL])
+    .orderby(SCHWAB_AUTH.id)
+    .for_update()
+    .get_sql()
+)
+UPDATE_SCHWAB_AUTH_TOKENS = (
+    Query.update(SCHWAB_AUTH)
+    .set(SCHWAB_AUTH.access_token, _param("access_token"))
+    .set(SCHWAB_AUTH.refresh_token, _param("refresh_token"))
+    .set(SCHWAB_AUTH.access_token_sealed, _param("access_token_sealed"))
+    .set(SCHWAB_AUTH.refresh_token_sealed, _param("refresh_token_sealed"))
+    .set(SCHWAB_AUTH.token_key_id, _param("token_key_id"))
+    .where(SCHWAB_AUTH.id == _param("id"))
+    .get_sql()
+)
+COUNT_SCHWAB_AUTH_BY_KEY = (
+    Query.from_(SCHWAB_AUTH)
+    .select(SCHWAB_AUTH.token_key_id, fn.Count("*"))
+    .groupby(SCHWAB_AUTH.token_key_id)
     .get_sql()
 )
 
