@@ -22,6 +22,7 @@ __all__ = ["ENV_VARS", "Settings", "redact"]
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 SSL_MODES: tuple[str, ...] = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 EmbeddedMode = Literal["auto", "never"]
+SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
 
 # setting name -> environment variable
 ENV_VARS: dict[str, str] = {
@@ -270,6 +271,20 @@ def validate_url(url: str) -> dict[str, str]:
                     f"DATABASE_URL has an invalid port {part!r}: "
                     "it must be a number from 1 to 65535"
                 )
+    # several servers (a primary and its standbys): libpq tries them in order
+    hosts = str(params.get("host") or "").split(",")
+    ports = str(port or "").split(",")
+    if len(ports) > 1 and len(ports) != len(hosts):
+        raise ConfigurationError(
+            f"DATABASE_URL names {len(hosts)} host(s) and {len(ports)} ports: give one port "
+            "for all, or one per host (postgresql://user@h1:5432,h2:5433/dbname)"
+        )
+    attrs_value = params.get("target_session_attrs")
+    if attrs_value is not None and attrs_value not in SESSION_ATTRS:
+        raise ConfigurationError(
+            f"DATABASE_URL has target_session_attrs={attrs_value!r}: use one of "
+            f"{', '.join(SESSION_ATTRS)} (read-write: the primary, wherever it is)"
+        )
     sslmode = params.get("sslmode")
     if sslmode is not None and sslmode not in SSL_MODES:
         raise ConfigurationError(

@@ -84,15 +84,21 @@ def build_conninfo(settings: Settings, url: str, *, statement_timeout: float | N
 
 
 def describe_target(conninfo: str) -> str:
-    """``user@host:port/dbname`` for messages: never the password."""
+    """``user@host:port/dbname`` (``host1:port1,host2:port2`` for several) for messages:
+    never the password."""
     try:
         params = conninfo_to_dict(conninfo)
     except psycopg.Error:
         return "the configured server"
-    host = params.get("host") or "localhost"
-    port = params.get("port") or "5432"
+    hosts = str(params.get("host") or "localhost").split(",")
+    ports = str(params.get("port") or "5432").split(",")
+    if len(ports) == 1:
+        ports *= len(hosts)
+    servers = ",".join(
+        f"{host or 'localhost'}:{port or '5432'}" for host, port in zip(hosts, ports, strict=False)
+    )
     user = str(params.get("user") or "")
-    return f"{user + '@' if user else ''}{host}:{port}/{params.get('dbname') or user or ''}"
+    return f"{user + '@' if user else ''}{servers}/{params.get('dbname') or user or ''}"
 
 
 def _is_auth_failure(message: str) -> bool:

@@ -32,9 +32,17 @@ __all__ = ["HealthReport", "Status", "async_health_check", "health_check"]
 Status = Literal["healthy", "degraded", "unhealthy"]
 
 # One round trip: server facts and, when the history table exists, the applied versions.
+# role: a standby is in recovery. Its lag: how far its replay is behind what it received
+# (bytes), and how old the last transaction it replayed is (seconds; it grows on an idle
+# primary too, so read it with the bytes).
 _SERVER_FACTS = (
     "SELECT current_setting('server_version'), current_database(), "
-    "to_regclass('schema_migrations') IS NOT NULL"
+    "to_regclass('schema_migrations') IS NOT NULL, pg_is_in_recovery(), "
+    "host(inet_server_addr()) || ':' || inet_server_port(), "
+    "CASE WHEN pg_is_in_recovery() THEN pg_wal_lsn_diff(pg_last_wal_receive_lsn(), "
+    "pg_last_wal_replay_lsn())::bigint END, "
+    "CASE WHEN pg_is_in_recovery() THEN "
+    "extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END"
 )
 _HISTORY = "SELECT version, checksum FROM schema_migrations ORDER BY version"
 
@@ -54,6 +62,12 @@ class HealthReport:
     drift: tuple[str, ...] = ()
     pool: dict[str, int] = attrs.field(factory=dict)
     error: str | None = None
+    # which server answered ("host:port"; None over a unix socket), and whether it is the
+    # primary or a standby; on a standby, how far behind its replay is
+    server: str | None = None
+    role: Literal["primary", "standby"] | None = None
+    replay_lag_bytes: int | None = None
+    replay_lag_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = attrs.asdict(self)
@@ -79,20 +93,23 @@ def _pool_figures(db: Database | AsyncDatabase) -> dict[str, int]:
     }
 
 
-def _server_facts(timeout: float) -> Steps[tuple[str, str, list[tuple[int, str]]]]:
+Facts = tuple[str, str, list[tuple[int, str]], tuple[Any, ...]]
+
+
+def _server_facts(timeout: float) -> Steps[Facts]:
     """One transaction: the server's facts and the applied migrations, bounded on the server too."""
     return Steps(_facts(timeout))
 
 
-def _facts(timeout: float) -> Generator[Step, Any, tuple[str, str, list[tuple[int, str]]]]:
+def _facts(timeout: float) -> Generator[Step, Any, Facts]:
     # the server-side limit keeps a stuck server from holding us past the timeout
     yield Query(
         "SELECT set_config('statement_timeout', %s, true)",
         (f"{max(1, round(timeout * 1000))}ms",),
     )
-    version, database, has_history = yield Query(_SERVER_FACTS)
+    version, database, has_history, *replication = yield Query(_SERVER_FACTS)
     applied = (yield Query(_HISTORY, fetch=ALL)) if has_history else []
-    return version, database, applied
+    return version, database, applied, tuple(replication)
 
 
 def _before(db: Database | AsyncDatabase, now: datetime) -> HealthReport | None:
@@ -121,10 +138,10 @@ def _failed(db: Database | AsyncDatabase, now: datetime, exc: Exception) -> Heal
 def _report(
     db: Database | AsyncDatabase,
     now: datetime,
-    facts: tuple[str, str, list[tuple[int, str]]],
+    facts: Facts,
     latency_ms: float,
 ) -> HealthReport:
-    version, database, applied = facts
+    version, database, applied, (in_recovery, server, lag_bytes, lag_seconds) = facts
     migrations = _shipped(db.settings.migrations_dir or default_migrations_dir())
     history = [AppliedMigration(v, c) for v, c in applied]
     drift: tuple[str, ...] = ()
@@ -147,6 +164,10 @@ def _report(
         drift=drift,
         pool=_pool_figures(db),
         error=f"{pending} migration(s) pending" if pending and not drift else None,
+        server=server,
+        role="standby" if in_recovery else "primary",
+        replay_lag_bytes=lag_bytes,
+        replay_lag_seconds=None if lag_seconds is None else round(lag_seconds, 3),
     )
 
 

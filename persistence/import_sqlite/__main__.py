@@ -16,9 +16,9 @@ from typing import Any
 
 import attrs
 
-from persistence._cli import configure_logging
+from persistence._cli import configure_logging, failed
 from persistence.config import Settings
-from persistence.errors import ConfigurationError, DatabaseUnavailable, PersistenceError
+from persistence.errors import PersistenceError
 from persistence.import_sqlite import Problem, import_sqlite, progress_stream
 
 SHOWN = 10
@@ -66,16 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                 on_problem=on_problem,
                 progress=progress_stream(),
             )
-        except ConfigurationError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except DatabaseUnavailable as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 5
         except PersistenceError as exc:
             _summarise(tally, first, args.report)
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return failed(exc)
     _summarise(tally, first, args.report)
     verb = "would insert" if result.dry_run else "inserted"
     if result.layout == "batching":

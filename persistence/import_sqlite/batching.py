@@ -33,6 +33,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from decimal import Context, Decimal
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,13 @@ from persistence.models import (
     ExecutionStatus,
     Fill,
     QueuedEvent,
+)
+from persistence.tables import (
+    ACCUMULATOR_COLUMNS,
+    EVENT_COLUMNS,
+    EXECUTION_COLUMNS,
+    FILL_COLUMNS,
+    LINK_COLUMNS,
 )
 
 __all__ = ["TABLES", "import_batching", "is_batching"]
@@ -171,6 +179,19 @@ class _Batching:
                     error.value = row[error.column]
                 self.problem(table, row["id"], error)
 
+    def _unique(
+        self, table: str, keys: dict[tuple[str, int], int], kept: dict[int, Any], row: Any, new: Any
+    ) -> None:
+        """Two rows whose key is the same once hex is lower-cased: both are invalid, named."""
+        key = (new.tx_hash, new.log_index)
+        first = keys.setdefault(key, new.id)
+        if first == new.id:
+            return
+        kept.pop(first, None)
+        same = "has the (tx_hash, log_index) of row {} once hex is lower-cased"
+        self.problem(table, first, _Invalid("tx_hash", row["tx_hash"], same.format(row["id"])))
+        raise _Invalid("tx_hash", row["tx_hash"], same.format(first))
+
     def _fills(self) -> None:
         keys: dict[tuple[str, int], int] = {}
 
@@ -189,18 +210,7 @@ class _Batching:
                 id=row["id"],
                 created_at=created_at,
             )
-            key = (fill.tx_hash, fill.log_index)
-            if key in keys:
-                first = keys[key]
-                self.fills.pop(first, None)
-                same = "has the (tx_hash, log_index) of fill {} once hex is lower-cased"
-                self.problem(
-                    "onchain_trades",
-                    first,
-                    _Invalid("tx_hash", row["tx_hash"], same.format(row["id"])),
-                )
-                raise _Invalid("tx_hash", row["tx_hash"], same.format(first))
-            keys[key] = fill.id
+            self._unique("onchain_trades", keys, self.fills, row, fill)
             self.fills[fill.id] = fill
 
         self._each("onchain_trades", build)
@@ -412,18 +422,7 @@ class _Batching:
                 self.time("event_queue", row, "created_at") or self.started,
                 processed_at,
             )
-            key = (event.tx_hash, event.log_index)
-            if key in keys:
-                first = keys[key]
-                valid.pop(first, None)
-                same = "has the (tx_hash, log_index) of event {} once hex is lower-cased"
-                self.problem(
-                    "event_queue",
-                    first,
-                    _Invalid("tx_hash", row["tx_hash"], same.format(row["id"])),
-                )
-                raise _Invalid("tx_hash", row["tx_hash"], same.format(first))
-            keys[key] = event.id
+            self._unique("event_queue", keys, valid, row, event)
             valid[event.id] = (event, canonical)
 
         self._each("event_queue", build)
@@ -432,46 +431,13 @@ class _Batching:
 
 # --- writing and verifying -------------------------------------------------------------------
 
+# COPY columns per table, in the models' field order (tables.py), plus what only a row has
 _COPY = {
-    "onchain_trades": (
-        "id",
-        "tx_hash",
-        "log_index",
-        "symbol",
-        "amount",
-        "direction",
-        "price_usdc",
-        "created_at",
-        "unlinked_shares",
-    ),
-    "schwab_executions": (
-        "id",
-        "symbol",
-        "shares",
-        "direction",
-        "status",
-        "order_id",
-        "price_cents",
-        "executed_at",
-        "created_at",
-    ),
-    "trade_execution_links": ("trade_id", "execution_id", "contributed_shares", "created_at"),
-    "trade_accumulators": (
-        "symbol",
-        "accumulated_long",
-        "accumulated_short",
-        "pending_execution_id",
-        "last_updated",
-    ),
-    "event_queue": (
-        "id",
-        "tx_hash",
-        "log_index",
-        "block_number",
-        "payload",
-        "created_at",
-        "processed_at",
-    ),
+    "onchain_trades": (*FILL_COLUMNS, "unlinked_shares"),
+    "schwab_executions": EXECUTION_COLUMNS,
+    "trade_execution_links": (*LINK_COLUMNS, "created_at"),
+    "trade_accumulators": ACCUMULATOR_COLUMNS,
+    "event_queue": EVENT_COLUMNS,
 }
 # the REAL columns compared, row by row, with the file re-read after the insert
 _VERIFIED = {
@@ -495,51 +461,21 @@ _CONSISTENCY = (
 
 
 def _rows(data: _Batching) -> dict[str, list[tuple[Any, ...]]]:
+    """Each table's rows in ``_COPY`` order (enum members are str: COPY writes their value)."""
+    fill, execution = attrgetter(*FILL_COLUMNS), attrgetter(*EXECUTION_COLUMNS)
+    link, accumulator = attrgetter(*LINK_COLUMNS), attrgetter(*ACCUMULATOR_COLUMNS)
+    payload = EVENT_COLUMNS.index("payload")
     return {
-        "onchain_trades": [
-            (
-                f.id,
-                f.tx_hash,
-                f.log_index,
-                f.symbol,
-                f.amount,
-                f.direction.value,
-                f.price_usdc,
-                f.created_at,
-                data.unlinked[fill_id],
-            )
-            for fill_id, f in data.fills.items()
-        ],
-        "schwab_executions": [
-            (
-                e.id,
-                e.symbol,
-                e.shares,
-                e.direction.value,
-                e.status.value,
-                e.order_id,
-                e.price_cents,
-                e.executed_at,
-                e.created_at,
-            )
-            for e in data.executions.values()
-        ],
-        "trade_execution_links": [
-            (link.trade_id, link.execution_id, link.contributed_shares, created_at)
-            for link, created_at in data.links
-        ],
-        "trade_accumulators": [
-            (
-                a.symbol,
-                a.accumulated_long,
-                a.accumulated_short,
-                a.pending_execution_id,
-                a.last_updated,
-            )
-            for a in data.accumulators.values()
-        ],
+        "onchain_trades": [(*fill(f), data.unlinked[i]) for i, f in data.fills.items()],
+        "schwab_executions": [execution(e) for e in data.executions.values()],
+        "trade_execution_links": [(*link(k), created_at) for k, created_at in data.links],
+        "trade_accumulators": [accumulator(a) for a in data.accumulators.values()],
         "event_queue": [
-            (e.id, e.tx_hash, e.log_index, e.block_number, text, e.created_at, e.processed_at)
+            (
+                *attrgetter(*EVENT_COLUMNS[:payload])(e),
+                text,
+                *attrgetter(*EVENT_COLUMNS[payload + 1 :])(e),
+            )
             for e, text in data.events
         ],
     }
@@ -623,7 +559,10 @@ def _already_imported(conn: psycopg.Connection[Any], fills: list[tuple[Any, ...]
         (row[0], (row[1], row[2]))
         for row in conn.execute("SELECT id, tx_hash, log_index FROM onchain_trades")
     )
-    return len(stored) == len(fills) and all(stored.get(f[0]) == (f[1], f[2]) for f in fills)
+    ident, tx_hash, log_index = (FILL_COLUMNS.index(c) for c in ("id", "tx_hash", "log_index"))
+    return len(stored) == len(fills) and all(
+        stored.get(f[ident]) == (f[tx_hash], f[log_index]) for f in fills
+    )
 
 
 def _verify(

@@ -11,9 +11,9 @@ import argparse
 import logging
 import sys
 
-from persistence._cli import configure_logging
+from persistence._cli import configure_logging, failed
 from persistence.database import Database
-from persistence.errors import ConfigurationError, DatabaseUnavailable, PersistenceError
+from persistence.errors import PersistenceError
 from persistence.tokens import KEYS_VAR, new_key
 
 COMMANDS = {
@@ -76,15 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 done = db.schwab_auth.decrypt()
                 print(f"stored in plain text: {_counts(done)}")
-    except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except DatabaseUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 5
     except PersistenceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return failed(exc)
     return 0
 
 
