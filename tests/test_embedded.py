@@ -66,3 +66,21 @@ def test_without_url_the_library_uses_the_embedded_server(tmp_path: Path) -> Non
         assert str(tmp_path / "pgdata") in result.stderr
     finally:
         EmbeddedServer(tmp_path / "pgdata").stop(mode="immediate")
+
+
+def test_a_foreign_data_directory_is_one_clear_line(tmp_path: Path) -> None:
+    """A handled failure (here: a data directory that is not a cluster of this version) prints
+    one line on stderr, not the package's dozen lines of pg_ctl output and ERROR logs."""
+    foreign = tmp_path / "embedded"
+    foreign.mkdir()
+    (foreign / "PG_VERSION").write_text("15\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "persistence.embedded", "start", "--data-dir", str(foreign)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 5
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: the embedded PostgreSQL in")
+    assert "move the directory away" in result.stderr

@@ -407,3 +407,23 @@ def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
     done = cli(str(tmp_path / "absent.db"), "--report", str(tmp_path / "r"))
     assert done.returncode == 2
     assert "is not a file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_keys_equal_once_lower_cased_are_found_first_and_name_both_rows(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    rows = [
+        bot_store.row(1, tx_hash="0x" + "ab" * 32),
+        bot_store.row(2, tx_hash="0x" + "AB" * 32),
+        bot_store.row(3),
+    ]
+    path = bot_store.write(tmp_path / "bot.db", rows)
+    with pytest.raises(ImportFailed, match="2 invalid row"):
+        run(path, empty_database_url)
+    result, problems = run(path, empty_database_url, skip_invalid=True)
+    assert result.trades_inserted == 1  # neither of the two
+    invalid = {p.sqlite_id: p.reason for p in problems if p.kind == "invalid"}
+    assert set(invalid) == {1, 2}
+    assert "of id 2 once hex is lower-cased" in invalid[1]
+    assert "of id 1 once hex is lower-cased" in invalid[2]
+    assert [row[0] for row in stored(empty_database_url)] == [3]

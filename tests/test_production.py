@@ -227,18 +227,19 @@ def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(roles_databa
         from persistence import health_check
 
         assert health_check(db).status == "healthy"  # it can read the history
-    forbidden = [
-        "ALTER TABLE trades ADD COLUMN note text",
-        "DROP TABLE schwab_auth",
-        "CREATE TABLE sneaky (id int)",
-        "TRUNCATE trades",
-        "DELETE FROM schema_migrations",
-        "CREATE INDEX ON trades (schwab_ticker)",
-    ]
-    for statement in forbidden:
+    # each refused, with the message docs/production.md quotes
+    forbidden = {
+        "ALTER TABLE trades ADD COLUMN note text": "must be owner of table trades",
+        "DROP TABLE schwab_auth": "must be owner of table schwab_auth",
+        "CREATE TABLE sneaky (id int)": "permission denied for schema public",
+        "TRUNCATE trades": "permission denied for table trades",
+        "DELETE FROM schema_migrations": "permission denied for table schema_migrations",
+        "CREATE INDEX ON trades (schwab_ticker)": "must be owner of table trades",
+    }
+    for statement, message in forbidden.items():
         with (
             psycopg.connect(app, autocommit=True) as conn,
-            pytest.raises(psycopg.errors.InsufficientPrivilege),
+            pytest.raises(psycopg.errors.InsufficientPrivilege, match=message),
         ):
             conn.execute(statement)
     with psycopg.connect(owner, autocommit=True) as conn:

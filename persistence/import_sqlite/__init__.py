@@ -380,6 +380,7 @@ def _stage_trades(
     """COPY every valid trade into the staging table; returns rows read, valid, and exact sums."""
     sums = dict.fromkeys(MONEY_COLUMNS, Decimal(0))
     read = valid = 0
+    clashing = _same_key_once_lower_cased(source)
     rows = source.execute("SELECT * FROM trades ORDER BY id")
     with conn.cursor() as cursor, cursor.copy(queries.COPY_TRADES_STAGE) as copy:
         while batch := rows.fetchmany(batch_size):
@@ -390,6 +391,22 @@ def _stage_trades(
                 def note(column: str, value: Any, reason: str, at: Any = sqlite_id) -> None:
                     record(Problem("trades", at, column, _shown(column, value), reason, "note"))
 
+                if sqlite_id in clashing:
+                    others = ", ".join(map(str, clashing[sqlite_id]))
+                    reason = (
+                        f"has the (tx_hash, log_index) of id {others} once hex is lower-cased: "
+                        "one event stored twice; neither row is imported"
+                    )
+                    record(
+                        Problem(
+                            "trades",
+                            sqlite_id,
+                            "tx_hash",
+                            _shown("tx_hash", row["tx_hash"]),
+                            reason,
+                        )
+                    )
+                    continue
                 try:
                     trade = _trade_from_sqlite(row, note)
                 except _RowError as error:
@@ -405,6 +422,20 @@ def _stage_trades(
             bar.update(read)
     bar.update(read, final=True)
     return read, valid, sums
+
+
+def _same_key_once_lower_cased(source: sqlite3.Connection) -> dict[int, list[int]]:
+    """The rows whose (tx_hash, log_index) is another row's once hex is lower-cased (SQLite's
+    UNIQUE saw two keys): each id with the ids it clashes with, found before anything is
+    staged."""
+    clashing: dict[int, list[int]] = {}
+    for (ids,) in source.execute(
+        "SELECT group_concat(id) FROM trades GROUP BY lower(tx_hash), log_index HAVING count(*) > 1"
+    ):
+        group = [int(i) for i in str(ids).split(",")]
+        for sqlite_id in group:
+            clashing[sqlite_id] = [other for other in group if other != sqlite_id]
+    return clashing
 
 
 def _read_auth(
