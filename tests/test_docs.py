@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,3 +45,82 @@ def test_sql_in_the_docs_runs(db: Database, page: str) -> None:
             conn.execute(block)
             ran += 1
     assert ran == len(blocks) - sum("-- requires:" in b for b in blocks)
+
+
+# --- the shell commands of the README and docs ----------------------------------------------
+
+PAGES = [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))]
+# what runs as written against the test database: it reads, or has nothing to do
+AS_WRITTEN = {
+    ("persistence.health", ""),
+    ("persistence.queries", ""),
+    ("persistence.migrate", ""),
+    ("persistence.migrate", "status"),
+    ("persistence.migrate", "verify"),
+    ("persistence.tokens", "status"),
+    ("persistence.tokens", "new-key"),
+}
+SUBCOMMANDS = {
+    "persistence.migrate": {"up", "down", "status", "verify", "new"},
+    "persistence.tokens": {"status", "encrypt", "rotate", "decrypt", "new-key"},
+    "persistence.embedded": {"start", "stop", "url"},
+}
+
+
+def shell_commands() -> list[tuple[str, str]]:
+    """(page, command) for each `.venv/bin/python -m persistence...` in a shell block or span."""
+    found: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for page in PAGES:
+        text = page.read_text()
+        blocks = re.findall(r"```(?:sh|bash|console)\n(.*?)```", text, flags=re.S)
+        spans = re.findall(r"`(\.venv/bin/python -m persistence[^`]*)`", text)
+        for line in [*"\n".join(blocks).splitlines(), *spans]:
+            line = line.split("  #")[0].split(" # ")[0].strip()
+            if "&&" in line:
+                line = line.split("&&")[-1].strip()
+            if line.startswith(".venv/bin/python -m persistence") and line not in seen:
+                seen.add(line)
+                found.append((page.name, line))
+    return found
+
+
+def _python(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+
+
+@pytest.mark.parametrize(("page", "command"), shell_commands())
+def test_every_documented_command_is_real(page: str, command: str, database_url: str) -> None:
+    """Each documented command names a module, subcommand and options that exist; those that
+    read, or have nothing to do, run as written against the test database."""
+    check_command(page, command, database_url)
+
+
+def test_the_command_check_catches_a_wrong_option(database_url: str) -> None:
+    with pytest.raises(AssertionError, match="has no option --bogus"):
+        check_command(
+            "x.md", ".venv/bin/python -m persistence.import_sqlite F --bogus", database_url
+        )
+
+
+def check_command(page: str, command: str, database_url: str) -> None:
+    words = shlex.split(command)[2:]  # after ".venv/bin/python -m"
+    module, args = words[0], words[1:]
+    subcommand = args[0] if args and args[0] in SUBCOMMANDS.get(module, ()) else ""
+    env = {**os.environ, "DATABASE_URL": database_url}
+    placeholder = any(re.search(r"[A-Z]{3,}|\$|\[|\.\.\.|…|\|", word) for word in args)
+    if (module, subcommand) in AS_WRITTEN and not placeholder:
+        result = _python(module, *args, env=env)
+        assert result.returncode == 0, f"{page}: {command}\n{result.stderr}"
+        return
+    usage = _python(module, "--help", env=env)
+    assert usage.returncode == 0, f"{page}: {command}: no such module\n{usage.stderr}"
+    text = usage.stdout
+    if subcommand:
+        text += _python(module, subcommand, "--help", env=env).stdout
+    for word in args:
+        if word.startswith("--"):
+            option = word.split("=")[0]
+            assert option in text, f"{page}: {command}: {module} has no option {option}"
