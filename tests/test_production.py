@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -62,6 +63,11 @@ def pgbouncer(admin_url: str) -> Iterator[str]:
     if not Path(binary).exists():
         pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
     server = conninfo_to_dict(admin_url)
+    if server.get("password"):
+        pytest.skip(
+            "the PgBouncer test configures auth_type=trust: it needs a TEST_DATABASE_URL "
+            "without a password, on a server that trusts it"
+        )
     host = str(server.get("host") or "127.0.0.1")
     # PgBouncer will not run as root; it runs as whoever can reach the server's socket
     user = Path(host).owner() if host.startswith("/") else "nobody"
@@ -209,8 +215,21 @@ def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(roles_databa
     roles_sql = [postgres_binary(roles_database, "psql"), "-q", "-v", "ON_ERROR_STOP=1"]
     roles_sql += ["-d", roles_database, "-f", str(ROOT / "docs/roles.sql")]
     subprocess.run(roles_sql, check=True, capture_output=True)
-    owner = make_conninfo(roles_database, user="persistence_owner")
-    app = make_conninfo(roles_database, user="persistence_app")
+    # the docs' \password step, so that a server requiring passwords lets the roles in too
+    passwords = {role: secrets.token_hex(16) for role in ("persistence_owner", "persistence_app")}
+    with psycopg.connect(roles_database, autocommit=True) as conn:
+        for role, password in passwords.items():
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                    sql.Identifier(role), sql.Literal(password)
+                )
+            )
+    owner = make_conninfo(
+        roles_database, user="persistence_owner", password=passwords["persistence_owner"]
+    )
+    app = make_conninfo(
+        roles_database, user="persistence_app", password=passwords["persistence_app"]
+    )
     migrate_cli = [sys.executable, "-m", "persistence.migrate", "--database-url", owner]
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     assert subprocess.run(migrate_cli, env=env, capture_output=True).returncode == 0
