@@ -90,7 +90,7 @@
                 pip install --quiet -e '.[dev]'
               fi
               echo "persistence dev shell: start PostgreSQL with 'services' (data in .postgres-data/nix), then"
-              echo "  python -m persistence.migrate && python -m pytest"
+              echo "  python -m persistence.migrate && python -m pytest -n 2"
             '';
           };
 

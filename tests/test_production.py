@@ -127,6 +127,8 @@ def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
             "-q",
             "-p",
             "no:randomly",
+            "-n",
+            "0",  # one process: this test is already one of the run's workers
             f"--basetemp={basetemp}",
             "tests/test_repositories.py",
         ],
