@@ -67,19 +67,23 @@ SUBCOMMANDS = {
 }
 
 
+COMMANDS = (".venv/bin/python -m persistence", ".venv/bin/python -m bench")
+
+
 def shell_commands() -> list[tuple[str, str]]:
-    """(page, command) for each `.venv/bin/python -m persistence...` in a shell block or span."""
+    """(page, command) for each `.venv/bin/python -m persistence...` or `-m bench...` in a shell
+    block or span."""
     found: list[tuple[str, str]] = []
     seen: set[str] = set()
     for page in PAGES:
         text = page.read_text()
         blocks = re.findall(r"```(?:sh|bash|console)\n(.*?)```", text, flags=re.S)
-        spans = re.findall(r"`(\.venv/bin/python -m persistence[^`]*)`", text)
+        spans = re.findall(r"`(\.venv/bin/python -m (?:persistence|bench)[^`]*)`", text)
         for line in [*"\n".join(blocks).splitlines(), *spans]:
             line = line.split("  #")[0].split(" # ")[0].strip()
             if "&&" in line:
                 line = line.split("&&")[-1].strip()
-            if line.startswith(".venv/bin/python -m persistence") and line not in seen:
+            if line.startswith(COMMANDS) and line not in seen:
                 seen.add(line)
                 found.append((page.name, line))
     return found

@@ -6,8 +6,11 @@ The commands here are the ones docs/production.md gives.
 from __future__ import annotations
 
 import os
+import pty
 import pwd
+import re
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -145,7 +148,20 @@ def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
 # --- Backup and restore ------------------------------------------------------------------
 
 
-def test_backup_and_restore_keep_every_row(admin_url: str) -> None:
+def shell_block(page: Path, containing: str) -> str:
+    """The ```sh block of ``page`` that contains ``containing``."""
+    blocks = re.findall(r"```sh\n(.*?)```", page.read_text(), flags=re.S)
+    found = [block for block in blocks if containing in block]
+    assert len(found) == 1, f"{page.name}: {len(found)} sh blocks contain {containing!r}"
+    return found[0]
+
+
+def test_backup_and_restore_keep_every_row(admin_url: str, tmp_path: Path) -> None:
+    """The backup and restore blocks of docs/production.md, run as written by bash."""
+    page = ROOT / "docs" / "production.md"
+    backup, restore = shell_block(page, "pg_dump "), shell_block(page, "pg_restore ")
+    restored_url = with_database(admin_url, "persistence_restored")  # the name the docs use
+    drop_database(admin_url, "persistence_restored")
     with migrated_database(admin_url, "persistence_backup") as source:
         with Database.connect(source) as db:
             db.trades.insert_many(make_trade(log_index=i) for i in range(2_000))
@@ -153,41 +169,40 @@ def test_backup_and_restore_keep_every_row(admin_url: str) -> None:
                 db.trades.get_by_id(5).tx_hash, 4, "COMPLETED", schwab_order_id="O5"
             )  # type: ignore[union-attr]
             db.schwab_auth.save(make_auth())
-        dump = Path(tempfile.mkdtemp()) / "persistence.dump"
-        # the commands of docs/production.md
-        subprocess.run(
-            [
-                postgres_binary(source, "pg_dump"),
-                "--format=custom",
-                "--no-owner",
-                f"--file={dump}",
-                source,
-            ],
-            check=True,
-        )
-        target_name = create_database(admin_url, "persistence_restored")
-        target = with_database(admin_url, target_name)
-        try:
-            subprocess.run(
-                [
-                    postgres_binary(target, "pg_restore"),
-                    "--no-owner",
-                    "--exit-on-error",
-                    f"--dbname={target}",
-                    str(dump),
-                ],
-                check=True,
+        tools = Path(postgres_binary(source, "pg_dump")).parent  # the server's major version
+        env = {
+            **os.environ,
+            "PATH": f"{tools}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+            "DATABASE_URL": source,
+            "ADMIN_URL": admin_url,
+            "RESTORE_URL": restored_url,
+        }
+
+        def run(block: str) -> None:
+            script = block.replace(".venv/bin/python", sys.executable)
+            done = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", script],
+                cwd=tmp_path,
+                env=env,
+                capture_output=True,
+                text=True,
             )
+            assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+
+        try:
+            run(backup)
+            (dump,) = tmp_path.glob("persistence-*.dump")
+            # the docs name an example file; the one just written has today's date
+            run(re.sub(r"persistence-\d{8}-\d{6}\.dump", dump.name, restore))
             for table in ("trades", "schwab_auth", "schema_migrations"):
                 query = sql.SQL("SELECT * FROM {} ORDER BY 1").format(sql.Identifier(table))
-                with psycopg.connect(source) as a, psycopg.connect(target) as b:
+                with psycopg.connect(source) as a, psycopg.connect(restored_url) as b:
                     rows = a.execute(query).fetchall()
                     assert rows and rows == b.execute(query).fetchall(), table
-            with Database.connect(target) as restored:
+            with Database.connect(restored_url) as restored:
                 assert restored.trades.insert(make_trade()) == 2_001  # the sequence came along
         finally:
-            drop_database(admin_url, target_name)
-            shutil.rmtree(dump.parent, ignore_errors=True)
+            drop_database(admin_url, "persistence_restored")
 
 
 # --- Least privilege ---------------------------------------------------------------------
@@ -212,31 +227,62 @@ def roles_database(admin_url: str) -> Iterator[str]:
                     conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
+def answer_password_prompts(command: str, password: str, env: dict[str, str]) -> None:
+    """Run ``command`` on a terminal of its own, typing ``password`` at each prompt (psql's
+    ``\\password`` asks on the terminal, twice)."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the terminal's end is its stdin, stdout and /dev/tty
+        os.chdir(ROOT)
+        os.execvpe("bash", ["bash", "-c", command], env)  # noqa: S606 (the command is bash)
+    said = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(terminal, 1024)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            said += chunk
+            if said.rstrip().endswith(b":"):  # "Enter new password ...:", "Enter it again:"
+                os.write(terminal, password.encode() + b"\n")
+                said = b""
+    finally:
+        os.close(terminal)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, f"{command}: {said.decode(errors='replace')}"
+
+
 def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(roles_database: str) -> None:
-    # the commands of docs/production.md
-    roles_sql = [postgres_binary(roles_database, "psql"), "-q", "-v", "ON_ERROR_STOP=1"]
-    roles_sql += ["-d", roles_database, "-f", str(ROOT / "docs/roles.sql")]
-    subprocess.run(roles_sql, check=True, capture_output=True)
-    # the docs' \password step, so that a server requiring passwords lets the roles in too
+    """The roles block of docs/production.md, run line by line as written, with the server's
+    URL for its placeholders and the passwords typed at \\password's prompts."""
+    block = shell_block(ROOT / "docs" / "production.md", "docs/roles.sql")
     passwords = {role: secrets.token_hex(16) for role in ("persistence_owner", "persistence_app")}
-    with psycopg.connect(roles_database, autocommit=True) as conn:
-        for role, password in passwords.items():
-            conn.execute(
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(
-                    sql.Identifier(role), sql.Literal(password)
-                )
-            )
     owner = make_conninfo(
         roles_database, user="persistence_owner", password=passwords["persistence_owner"]
     )
     app = make_conninfo(
         roles_database, user="persistence_app", password=passwords["persistence_app"]
     )
-    migrate_cli = [sys.executable, "-m", "persistence.migrate", "--database-url", owner]
+    tools = Path(postgres_binary(roles_database, "psql")).parent
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    assert subprocess.run(migrate_cli, env=env, capture_output=True).returncode == 0
-    # after the first migration, as the file says
-    subprocess.run(roles_sql, check=True, capture_output=True)
+    env.update(
+        PATH=f"{tools}:{Path(sys.executable).parent}:{os.environ['PATH']}",
+        BOT_DB_AS_SUPERUSER=roles_database,
+    )
+    commands = [line.split("  #")[0].strip() for line in block.splitlines()]
+    assert commands[0].startswith("export BOT_DB_AS_SUPERUSER=")  # set above, to this server
+    for command in filter(None, commands[1:]):
+        command = command.replace(".venv/bin/python", sys.executable)
+        command = re.sub(r'"postgresql://persistence_owner:[^"]*"', shlex.quote(owner), command)
+        prompted = re.search(r"\\password (\w+)", command)
+        if prompted:
+            answer_password_prompts(command, passwords[prompted.group(1)], env)
+            continue
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
 
     with Database.connect(app) as db:
         trade = make_trade()
