@@ -44,8 +44,8 @@ def test_a_cancelled_update_is_cancelled_on_the_server_and_never_lands(
                                 trade.tx_hash, 0, "COMPLETED", schwab_order_id="X"
                             )
                     cursor = await locker.execute(
-                        "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE application_name = %s AND state <> 'idle'",
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND application_name = %s AND state <> 'idle'",
                         (APP,),
                     )
                     assert await cursor.fetchone() == (0,)  # nothing of ours still waits

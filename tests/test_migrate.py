@@ -278,7 +278,10 @@ def test_a_held_lock_times_out_and_is_released_afterwards(empty_database_url: st
         holder.close()
     assert migrate.apply(Settings(url=empty_database_url)).migrations
     with psycopg.connect(empty_database_url) as conn:
-        held = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
+        held = conn.execute(  # pg_locks is the whole server's: other tests' databases too
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchone()
     assert held == (0,)
 
 
