@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,16 @@ TRUNCATE_ALL = (
     "TRUNCATE trades, schwab_auth, onchain_trades, schwab_executions, trade_accumulators, "
     "trade_execution_links, event_queue RESTART IDENTITY"
 )
+
+
+def shell_blocks(page: Path) -> list[str]:
+    """The shell blocks (```sh, ```bash, ```console) of a Markdown page."""
+    return re.findall(r"```(?:sh|bash|console)\n(.*?)```", page.read_text(), flags=re.S)
+
+
+def command_of(line: str) -> str:
+    """A documented shell line without its trailing comment."""
+    return line.split("  #")[0].split(" # ")[0].strip()
 
 
 def admin_url() -> str:

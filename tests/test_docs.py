@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from persistence import Database
+from tests.support import command_of, shell_blocks
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -77,10 +78,10 @@ def shell_commands() -> list[tuple[str, str]]:
     seen: set[str] = set()
     for page in PAGES:
         text = page.read_text()
-        blocks = re.findall(r"```(?:sh|bash|console)\n(.*?)```", text, flags=re.S)
+        blocks = shell_blocks(page)
         spans = re.findall(r"`(\.venv/bin/python -m (?:persistence|bench)[^`]*)`", text)
         for line in [*"\n".join(blocks).splitlines(), *spans]:
-            line = line.split("  #")[0].split(" # ")[0].strip()
+            line = command_of(line)
             if "&&" in line:
                 line = line.split("&&")[-1].strip()
             if line.startswith(COMMANDS) and line not in seen:

@@ -30,10 +30,12 @@ from persistence import Database, DatabaseUnavailable
 from tests.factories import make_auth, make_trade
 from tests.support import (
     ROOT,
+    command_of,
     create_database,
     drop_database,
     migrated_database,
     postgres_binary,
+    shell_blocks,
     with_database,
 )
 
@@ -148,20 +150,44 @@ def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
 # --- Backup and restore ------------------------------------------------------------------
 
 
-def shell_block(page: Path, containing: str) -> str:
-    """The ```sh block of ``page`` that contains ``containing``."""
-    blocks = re.findall(r"```sh\n(.*?)```", page.read_text(), flags=re.S)
-    found = [block for block in blocks if containing in block]
-    assert len(found) == 1, f"{page.name}: {len(found)} sh blocks contain {containing!r}"
+PRODUCTION = ROOT / "docs" / "production.md"
+RESTORED = "persistence_restored"  # the name production.md restores into
+
+
+def production_block(containing: str) -> str:
+    """The shell block of docs/production.md that contains ``containing``."""
+    found = [block for block in shell_blocks(PRODUCTION) if containing in block]
+    assert len(found) == 1, f"production.md: {len(found)} shell blocks contain {containing!r}"
     return found[0]
+
+
+def as_written_env(url: str, tool: str, **variables: str) -> dict[str, str]:
+    """The environment a docs block runs in: the client tools of ``url``'s server version and
+    this interpreter first on PATH, no DATABASE_URL but the one given in ``variables``."""
+    tools = Path(postgres_binary(url, tool)).parent
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(PATH=f"{tools}:{Path(sys.executable).parent}:{os.environ['PATH']}", **variables)
+    return env
+
+
+def run_as_written(script: str, env: dict[str, str], cwd: Path = ROOT) -> None:
+    """Run a documented shell script with bash, stopping at its first failing command."""
+    script = script.replace(".venv/bin/python", sys.executable)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
 
 
 def test_backup_and_restore_keep_every_row(admin_url: str, tmp_path: Path) -> None:
     """The backup and restore blocks of docs/production.md, run as written by bash."""
-    page = ROOT / "docs" / "production.md"
-    backup, restore = shell_block(page, "pg_dump "), shell_block(page, "pg_restore ")
-    restored_url = with_database(admin_url, "persistence_restored")  # the name the docs use
-    drop_database(admin_url, "persistence_restored")
+    backup, restore = production_block("pg_dump "), production_block("pg_restore ")
+    restored_url = with_database(admin_url, RESTORED)
+    drop_database(admin_url, RESTORED)
     with migrated_database(admin_url, "persistence_backup") as source:
         with Database.connect(source) as db:
             db.trades.insert_many(make_trade(log_index=i) for i in range(2_000))
@@ -169,31 +195,15 @@ def test_backup_and_restore_keep_every_row(admin_url: str, tmp_path: Path) -> No
                 db.trades.get_by_id(5).tx_hash, 4, "COMPLETED", schwab_order_id="O5"
             )  # type: ignore[union-attr]
             db.schwab_auth.save(make_auth())
-        tools = Path(postgres_binary(source, "pg_dump")).parent  # the server's major version
-        env = {
-            **os.environ,
-            "PATH": f"{tools}:{Path(sys.executable).parent}:{os.environ['PATH']}",
-            "DATABASE_URL": source,
-            "ADMIN_URL": admin_url,
-            "RESTORE_URL": restored_url,
-        }
-
-        def run(block: str) -> None:
-            script = block.replace(".venv/bin/python", sys.executable)
-            done = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", script],
-                cwd=tmp_path,
-                env=env,
-                capture_output=True,
-                text=True,
-            )
-            assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
-
+        env = as_written_env(
+            source, "pg_dump", DATABASE_URL=source, ADMIN_URL=admin_url, RESTORE_URL=restored_url
+        )
         try:
-            run(backup)
+            run_as_written(backup, env, cwd=tmp_path)
             (dump,) = tmp_path.glob("persistence-*.dump")
             # the docs name an example file; the one just written has today's date
-            run(re.sub(r"persistence-\d{8}-\d{6}\.dump", dump.name, restore))
+            restore = re.sub(r"persistence-\d{8}-\d{6}\.dump", dump.name, restore)
+            run_as_written(restore, env, cwd=tmp_path)
             for table in ("trades", "schwab_auth", "schema_migrations"):
                 query = sql.SQL("SELECT * FROM {} ORDER BY 1").format(sql.Identifier(table))
                 with psycopg.connect(source) as a, psycopg.connect(restored_url) as b:
@@ -202,7 +212,7 @@ def test_backup_and_restore_keep_every_row(admin_url: str, tmp_path: Path) -> No
             with Database.connect(restored_url) as restored:
                 assert restored.trades.insert(make_trade()) == 2_001  # the sequence came along
         finally:
-            drop_database(admin_url, "persistence_restored")
+            drop_database(admin_url, RESTORED)
 
 
 # --- Least privilege ---------------------------------------------------------------------
@@ -256,7 +266,7 @@ def answer_password_prompts(command: str, password: str, env: dict[str, str]) ->
 def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(roles_database: str) -> None:
     """The roles block of docs/production.md, run line by line as written, with the server's
     URL for its placeholders and the passwords typed at \\password's prompts."""
-    block = shell_block(ROOT / "docs" / "production.md", "docs/roles.sql")
+    block = production_block("docs/roles.sql")
     passwords = {role: secrets.token_hex(16) for role in ("persistence_owner", "persistence_app")}
     owner = make_conninfo(
         roles_database, user="persistence_owner", password=passwords["persistence_owner"]
@@ -264,25 +274,16 @@ def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(roles_databa
     app = make_conninfo(
         roles_database, user="persistence_app", password=passwords["persistence_app"]
     )
-    tools = Path(postgres_binary(roles_database, "psql")).parent
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env.update(
-        PATH=f"{tools}:{Path(sys.executable).parent}:{os.environ['PATH']}",
-        BOT_DB_AS_SUPERUSER=roles_database,
-    )
-    commands = [line.split("  #")[0].strip() for line in block.splitlines()]
+    env = as_written_env(roles_database, "psql", BOT_DB_AS_SUPERUSER=roles_database)
+    commands = [command_of(line) for line in block.splitlines()]
     assert commands[0].startswith("export BOT_DB_AS_SUPERUSER=")  # set above, to this server
     for command in filter(None, commands[1:]):
-        command = command.replace(".venv/bin/python", sys.executable)
         command = re.sub(r'"postgresql://persistence_owner:[^"]*"', shlex.quote(owner), command)
         prompted = re.search(r"\\password (\w+)", command)
         if prompted:
             answer_password_prompts(command, passwords[prompted.group(1)], env)
-            continue
-        done = subprocess.run(
-            ["bash", "-c", command], cwd=ROOT, env=env, capture_output=True, text=True
-        )
-        assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+        else:
+            run_as_written(command, env)
 
     with Database.connect(app) as db:
         trade = make_trade()
