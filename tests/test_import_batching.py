@@ -64,9 +64,9 @@ def layout2(tmp_path: Path) -> Path:
 
 
 def test_the_second_layout_imports_exactly_and_consistently(
-    layout2: Path, empty_database_url: str
+    layout2: Path, emptied_url: str
 ) -> None:
-    result, problems = run(layout2, empty_database_url)
+    result, problems = run(layout2, emptied_url)
     assert result.layout == "batching"
     assert {t: inserted for t, (_, _, inserted) in result.tables.items()} == {
         "onchain_trades": 8,
@@ -76,8 +76,8 @@ def test_the_second_layout_imports_exactly_and_consistently(
         "event_queue": 2,
     }
     assert result.invalid == 0 and result.auth_inserted == 1
-    assert violations(empty_database_url) == {}
-    with Database.connect(empty_database_url) as db:
+    assert violations(emptied_url) == {}
+    with Database.connect(emptied_url) as db:
         assert db.fills.get(f"0x{3:064x}", 0).amount == D("0.7")
         assert db.fills.get(f"0x{3:064x}", 0).direction is Instruction.BUY
         aapl = db.accumulators.get("AAPL")
@@ -112,22 +112,22 @@ def test_the_second_layout_imports_exactly_and_consistently(
             (8, D("0.15")),
             (9, D("0.6")),
         ]
-    assert violations(empty_database_url) == {}
+    assert violations(emptied_url) == {}
     assert all(p.kind == "note" for p in problems)
 
 
 def test_the_cli_names_the_layout_and_a_rerun_inserts_nothing(
-    layout2: Path, empty_database_url: str, tmp_path: Path
+    layout2: Path, emptied_url: str, tmp_path: Path
 ) -> None:
     report = tmp_path / "report.jsonl"
-    first = cli(str(layout2), "--database-url", empty_database_url, "--report", str(report))
+    first = cli(str(layout2), "--database-url", emptied_url, "--report", str(report))
     assert first.returncode == 0, first.stderr
     assert "second layout (trade batching)" in first.stdout
     assert "onchain_trades: read 8, 0 invalid, inserted 8" in first.stdout
-    again = cli(str(layout2), "--database-url", empty_database_url, "--report", str(report))
+    again = cli(str(layout2), "--database-url", emptied_url, "--report", str(report))
     assert again.returncode == 0, again.stderr
     assert "onchain_trades: read 8, 0 invalid, inserted 0" in again.stdout
-    with psycopg.connect(empty_database_url) as conn:
+    with psycopg.connect(emptied_url) as conn:
         assert conn.execute("SELECT count(*) FROM onchain_trades").fetchone() == (8,)
 
 
@@ -186,24 +186,24 @@ def _corrupt(path: Path, statement: str) -> None:
     ],
 )
 def test_an_invalid_row_fails_the_import_and_writes_nothing(
-    layout2: Path, empty_database_url: str, statement: str, table: str, column: str, reason: str
+    layout2: Path, emptied_url: str, statement: str, table: str, column: str, reason: str
 ) -> None:
     _corrupt(layout2, statement)
     problems: list[Problem] = []
     with pytest.raises(ImportFailed, match="nothing was imported"):
         import_sqlite(
             layout2,
-            Settings.from_env(url=empty_database_url),
+            Settings.from_env(url=emptied_url),
             on_problem=problems.append,
             skip_invalid=True,
         )
     invalid = [(p.table, p.column) for p in problems if p.kind == "invalid" and reason in p.reason]
     assert invalid == [(table, column)], problems
-    with psycopg.connect(empty_database_url) as conn:
+    with psycopg.connect(emptied_url) as conn:
         assert conn.execute("SELECT count(*) FROM onchain_trades").fetchone() == (0,)
 
 
-def test_invalid_rows_are_named(layout2: Path, empty_database_url: str) -> None:
+def test_invalid_rows_are_named(layout2: Path, emptied_url: str) -> None:
     _corrupt(layout2, "UPDATE onchain_trades SET amount = 0.05 WHERE id = 3")
     problems: list[Problem] = []
     with pytest.raises(
@@ -211,7 +211,7 @@ def test_invalid_rows_are_named(layout2: Path, empty_database_url: str) -> None:
     ):
         import_sqlite(
             layout2,
-            Settings.from_env(url=empty_database_url),
+            Settings.from_env(url=emptied_url),
             on_problem=problems.append,
             skip_invalid=True,
         )
@@ -222,7 +222,7 @@ def test_invalid_rows_are_named(layout2: Path, empty_database_url: str) -> None:
 
 
 def test_events_that_do_not_parse_are_invalid_and_may_be_skipped(
-    tmp_path: Path, empty_database_url: str
+    tmp_path: Path, emptied_url: str
 ) -> None:
     events = [
         (f"0x{1:064x}", 0, 1, "{not json", 0, None),
@@ -233,23 +233,21 @@ def test_events_that_do_not_parse_are_invalid_and_may_be_skipped(
     ]
     path = bot_store.write_batching(tmp_path / "bot.db", STEPS[:3], events=events)
     with pytest.raises(ImportFailed, match="4 in event_queue"):
-        run(path, empty_database_url)
-    result, problems = run(path, empty_database_url, skip_invalid=True)
+        run(path, emptied_url)
+    result, problems = run(path, emptied_url, skip_invalid=True)
     assert result.tables["event_queue"] == (5, 4, 1)
     reasons = {p.sqlite_id: p.reason for p in problems if p.kind == "invalid"}
     assert set(reasons) == {1, 2, 4, 5}
     assert "not a JSON object" in reasons[2] and "processed_at is set" in reasons[5]
 
 
-def test_keys_equal_once_lower_cased_name_both_rows(
-    tmp_path: Path, empty_database_url: str
-) -> None:
+def test_keys_equal_once_lower_cased_name_both_rows(tmp_path: Path, emptied_url: str) -> None:
     events = [
         (f"0x{'ab' * 32}", 0, 1, "{}", 0, None),
         (f"0x{'AB' * 32}", 0, 2, "{}", 0, None),
     ]
     path = bot_store.write_batching(tmp_path / "bot.db", STEPS[:3], events=events)
-    result, problems = run(path, empty_database_url, skip_invalid=True)
+    result, problems = run(path, emptied_url, skip_invalid=True)
     assert result.tables["event_queue"] == (2, 2, 0)
     assert sorted(p.sqlite_id for p in problems if p.kind == "invalid") == [1, 2]
 
@@ -263,11 +261,9 @@ def test_a_dry_run_on_an_empty_database_writes_nothing(
         assert conn.execute("SELECT to_regclass('onchain_trades')").fetchone() == (None,)
 
 
-def test_other_batching_data_in_the_target_is_refused(
-    layout2: Path, empty_database_url: str
-) -> None:
-    migrate.apply(Settings(url=empty_database_url))
-    with Database.connect(empty_database_url) as db:
+def test_other_batching_data_in_the_target_is_refused(layout2: Path, emptied_url: str) -> None:
+    migrate.apply(Settings(url=emptied_url))
+    with Database.connect(emptied_url) as db:
         db.fills.record(Fill(f"0x{99:064x}", 0, "TSLA", D("0.5"), "BUY", D("200")))
     with pytest.raises(ImportFailed, match="already holds other trade-batching data"):
-        run(layout2, empty_database_url)
+        run(layout2, emptied_url)

@@ -201,28 +201,28 @@ EXPECTED_PROBLEMS = {
 
 
 def test_one_invalid_row_fails_the_import_and_writes_nothing(
-    tmp_path: Path, empty_database_url: str
+    tmp_path: Path, emptied_url: str
 ) -> None:
     path = bot_store.write(tmp_path / "bot.db", bad_rows(), AUTH)
     problems: list[Problem] = []
     with pytest.raises(ImportFailed, match="8 invalid row"):
-        import_sqlite(path, Settings.from_env(url=empty_database_url), on_problem=problems.append)
+        import_sqlite(path, Settings.from_env(url=emptied_url), on_problem=problems.append)
     found = {p.sqlite_id: (p.column, p.reason) for p in problems if p.kind == "invalid"}
     assert found.keys() == EXPECTED_PROBLEMS.keys()
     for sqlite_id, (column, reason) in EXPECTED_PROBLEMS.items():
         assert found[sqlite_id][0] == column, sqlite_id
         assert reason in found[sqlite_id][1], sqlite_id
-    assert stored(empty_database_url) == []
-    with psycopg.connect(empty_database_url) as conn:
+    assert stored(emptied_url) == []
+    with psycopg.connect(emptied_url) as conn:
         assert conn.execute("SELECT count(*) FROM schwab_auth").fetchone() == (0,)
 
 
 def test_skip_invalid_imports_the_valid_rows_and_the_cli_reports(
-    tmp_path: Path, empty_database_url: str
+    tmp_path: Path, emptied_url: str
 ) -> None:
     path = bot_store.write(tmp_path / "bot.db", bad_rows(), AUTH)
     report = tmp_path / "report.jsonl"
-    refused = cli(str(path), "--database-url", empty_database_url, "--report", str(report))
+    refused = cli(str(path), "--database-url", emptied_url, "--report", str(report))
     assert refused.returncode == 1
     assert "8 invalid row(s); nothing was imported" in refused.stderr
     assert "onchain_input_amount: has more than 18 decimal places" in refused.stderr
@@ -230,25 +230,23 @@ def test_skip_invalid_imports_the_valid_rows_and_the_cli_reports(
     assert {line["sqlite_id"] for line in lines} == set(EXPECTED_PROBLEMS)
     assert "SECRET" not in report.read_text() + refused.stderr + refused.stdout
 
-    done = cli(
-        str(path), "--database-url", empty_database_url, "--report", str(report), "--skip-invalid"
-    )
+    done = cli(str(path), "--database-url", emptied_url, "--report", str(report), "--skip-invalid")
     assert done.returncode == 0, done.stderr
     assert "inserted 2 trades (0 already present)" in done.stdout
     assert "rows/s" in done.stdout
-    assert [row[0] for row in stored(empty_database_url)] == [1, 10]
+    assert [row[0] for row in stored(emptied_url)] == [1, 10]
 
 
-def test_existing_rows_are_never_overwritten(tmp_path: Path, empty_database_url: str) -> None:
+def test_existing_rows_are_never_overwritten(tmp_path: Path, emptied_url: str) -> None:
     path = bot_store.write(tmp_path / "bot.db", [bot_store.row(i) for i in range(1, 4)])
-    run(path, empty_database_url)
-    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+    run(path, emptied_url)
+    with psycopg.connect(emptied_url, autocommit=True) as conn:
         conn.execute("UPDATE trades SET onchain_input_amount = 1 WHERE id = 2")
     bigger = bot_store.write(tmp_path / "bigger.db", [bot_store.row(i) for i in range(1, 6)])
-    result, problems = run(bigger, empty_database_url)
+    result, problems = run(bigger, emptied_url)
     assert (result.trades_inserted, result.trades_already_present) == (2, 3)
     assert sum(p.reason.startswith("already stored") for p in problems) == 3
-    assert [r[4] for r in stored(empty_database_url)][1] == Decimal(1)
+    assert [r[4] for r in stored(emptied_url)][1] == Decimal(1)
 
 
 def test_dry_run_writes_nothing_not_even_the_schema(
@@ -269,19 +267,20 @@ def test_dry_run_writes_nothing_not_even_the_schema(
         assert conn.execute("SELECT to_regclass('trades')").fetchone() == (None,)
 
 
-def test_a_file_that_is_not_the_bots_is_refused(tmp_path: Path, empty_database_url: str) -> None:
+def test_a_file_that_is_not_the_bots_is_refused(tmp_path: Path, emptied_url: str) -> None:
     other = tmp_path / "other.db"
     other.write_bytes(b"not sqlite at all" * 100)
     with pytest.raises(ImportFailed, match="not a SQLite database"):
-        run(other, empty_database_url)
+        run(other, emptied_url)
     older = tmp_path / "older.db"
     conn = sqlite3.connect(older)
     conn.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY, tx_hash TEXT)")
     conn.close()
     with pytest.raises(ImportFailed, match=r"lacks the bot's column.*log_index"):
-        run(older, empty_database_url)
+        run(older, emptied_url)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_import_then_rerun_equals_an_uninterrupted_import(
     tmp_path: Path, admin_url: str, empty_database_url: str
 ) -> None:
@@ -340,6 +339,7 @@ def test_a_million_row_file_imports_whole_and_verified(
     print(f"\n1,000,000 rows in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s)")
 
 
+@pytest.mark.slow
 def test_the_application_statement_timeout_does_not_bound_the_import(
     tmp_path: Path, empty_database_url: str
 ) -> None:
@@ -349,6 +349,7 @@ def test_the_application_statement_timeout_does_not_bound_the_import(
     assert result.trades_inserted == 20_000
 
 
+@pytest.mark.slow
 def test_an_import_statement_timeout_is_a_typed_error_and_exit_1(
     tmp_path: Path, empty_database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -367,7 +368,7 @@ def test_an_import_statement_timeout_is_a_typed_error_and_exit_1(
 
 
 def test_verification_catches_a_conversion_that_rounds(
-    tmp_path: Path, empty_database_url: str, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, emptied_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The check reads the SQLite file again: a converter that loses digits cannot pass it."""
     import persistence.import_sqlite as importer
@@ -381,8 +382,8 @@ def test_verification_catches_a_conversion_that_rounds(
     monkeypatch.setattr(importer, "to_decimal", six_places)
     path = bot_store.write(tmp_path / "bot.db", bot_store.many(50))
     with pytest.raises(ImportFailed, match=r"verification failed: trade id \d+ onchain_io_ratio"):
-        import_sqlite(path, Settings.from_env(url=empty_database_url))
-    assert stored(empty_database_url) == []
+        import_sqlite(path, Settings.from_env(url=emptied_url))
+    assert stored(emptied_url) == []
 
 
 def test_the_embedded_notice_is_printed_once(tmp_path: Path, scratch_server: Any) -> None:
@@ -410,7 +411,7 @@ def test_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_keys_equal_once_lower_cased_are_found_first_and_name_both_rows(
-    tmp_path: Path, empty_database_url: str
+    tmp_path: Path, emptied_url: str
 ) -> None:
     rows = [
         bot_store.row(1, tx_hash="0x" + "ab" * 32),
@@ -419,11 +420,11 @@ def test_keys_equal_once_lower_cased_are_found_first_and_name_both_rows(
     ]
     path = bot_store.write(tmp_path / "bot.db", rows)
     with pytest.raises(ImportFailed, match="2 invalid row"):
-        run(path, empty_database_url)
-    result, problems = run(path, empty_database_url, skip_invalid=True)
+        run(path, emptied_url)
+    result, problems = run(path, emptied_url, skip_invalid=True)
     assert result.trades_inserted == 1  # neither of the two
     invalid = {p.sqlite_id: p.reason for p in problems if p.kind == "invalid"}
     assert set(invalid) == {1, 2}
     assert "of id 2 once hex is lower-cased" in invalid[1]
     assert "of id 1 once hex is lower-cased" in invalid[2]
-    assert [row[0] for row in stored(empty_database_url)] == [3]
+    assert [row[0] for row in stored(emptied_url)] == [3]

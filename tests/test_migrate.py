@@ -151,6 +151,7 @@ def test_down_steps_and_up_to(empty_database_url: str, migrations_dir: Path) -> 
     assert [v for v, _ in history(empty_database_url)] == SHIPPED_VERSIONS
 
 
+@pytest.mark.slow
 def test_eight_runners_at_once_apply_each_migration_once(empty_database_url: str) -> None:
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     runners = [
@@ -271,8 +272,8 @@ def test_a_held_lock_times_out_and_is_released_afterwards(empty_database_url: st
     holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
     try:
         with pytest.raises(MigrationLockTimeout, match="held the lock"):
-            migrate.apply(Settings(url=empty_database_url, migration_lock_timeout=0.5))
-        result = cli(url=empty_database_url, env={"PERSISTENCE_MIGRATION_LOCK_TIMEOUT": "0.3"})
+            migrate.apply(Settings(url=empty_database_url, migration_lock_timeout=0.1))
+        result = cli(url=empty_database_url, env={"PERSISTENCE_MIGRATION_LOCK_TIMEOUT": "0.1"})
         assert result.returncode == 5
     finally:
         holder.close()
@@ -288,7 +289,7 @@ def test_a_held_lock_times_out_and_is_released_afterwards(empty_database_url: st
 def test_ddl_lock_timeout_fails_fast_behind_a_busy_table(
     empty_database_url: str, migrations_dir: Path
 ) -> None:
-    settings = Settings(url=empty_database_url, ddl_lock_timeout=0.3)
+    settings = Settings(url=empty_database_url, ddl_lock_timeout=0.1)
     migrate.apply(settings)
     add_migration(
         migrations_dir,
@@ -302,7 +303,7 @@ def test_ddl_lock_timeout_fails_fast_behind_a_busy_table(
         with pytest.raises(MigrationFailed, match="lock timeout"):
             migrate.apply(
                 Settings(
-                    url=empty_database_url, migrations_dir=migrations_dir, ddl_lock_timeout=0.3
+                    url=empty_database_url, migrations_dir=migrations_dir, ddl_lock_timeout=0.1
                 )
             )
     assert [v for v, _ in history(empty_database_url)] == SHIPPED_VERSIONS
@@ -359,13 +360,13 @@ def test_every_shipped_migration_has_a_down() -> None:
 def test_the_application_statement_timeout_does_not_bound_migrations(
     empty_database_url: str, migrations_dir: Path
 ) -> None:
-    add_migration(migrations_dir, 1, "slow", "SELECT pg_sleep(1.5);\n", "SELECT 1;\n")
+    add_migration(migrations_dir, 1, "slow", "SELECT pg_sleep(0.4);\n", "SELECT 1;\n")
     settings = Settings(url=empty_database_url, migrations_dir=migrations_dir)
-    migrate.apply(attrs.evolve(settings, statement_timeout=0.5))
+    migrate.apply(attrs.evolve(settings, statement_timeout=0.1))
     assert [v for v, _ in history(empty_database_url)][-1] == LATEST + 1
     migrate.rollback(settings)
     with pytest.raises(MigrationFailed, match="statement timeout"):
-        migrate.apply(attrs.evolve(settings, migration_statement_timeout=0.5))
+        migrate.apply(attrs.evolve(settings, migration_statement_timeout=0.1))
     assert [v for v, _ in history(empty_database_url)] == SHIPPED_VERSIONS
 
 

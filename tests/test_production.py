@@ -111,6 +111,7 @@ pidfile = {folder / "pgbouncer.pid"}
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
     pgbouncer: str, admin_url: str, tmp_path: Path
 ) -> None:
@@ -183,6 +184,7 @@ def run_as_written(script: str, env: dict[str, str], cwd: Path = ROOT) -> None:
     assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
 
 
+@pytest.mark.slow
 def test_backup_and_restore_keep_every_row(admin_url: str, tmp_path: Path) -> None:
     """The backup and restore blocks of docs/production.md, run as written by bash."""
     backup, restore = production_block("pg_dump "), production_block("pg_restore ")

@@ -349,6 +349,7 @@ def run_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
         return list(pool.map(start, range(count)))
 
 
+@pytest.mark.slow
 def test_eight_threads_inserting_the_same_trades_leave_one_row_each(db: Database) -> None:
     batch = [make_trade(log_index=i) for i in range(250)]
     results = run_threads(8, lambda _: sum(db.trades.insert(t) is not None for t in batch))

@@ -258,7 +258,8 @@ def _tokens_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
     )
 
 
-def test_the_tokens_command(database_url: str, db: Any) -> None:
+def test_the_tokens_command(emptied_url: str) -> None:
+    database_url = emptied_url
     with Database.connect(database_url, token_keys=OLD_ONLY) as old:
         old.schwab_auth.save(SECRET_AUTH)
     status = _tokens_cli("status", "--database-url", database_url)
