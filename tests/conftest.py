@@ -152,12 +152,18 @@ def emptied_url(database_url: str, _session_db: Database) -> str:
     return database_url
 
 
-@pytest.fixture
-def empty_database_url(admin_url: str) -> Iterator[str]:
-    """A new, empty database (no schema), dropped after the test."""
+@pytest.fixture(scope="session")
+def _empty_database(admin_url: str) -> Iterator[str]:
     name = create_database(admin_url, "persistence_empty")
-    yield with_database(admin_url, name)
+    yield name
     drop_database(admin_url, name)
+
+
+@pytest.fixture
+def empty_database_url(admin_url: str, _empty_database: str) -> str:
+    """An empty database (no schema), as new: this worker's own, made new for each test."""
+    support.make_new(admin_url, _empty_database)
+    return with_database(admin_url, _empty_database)
 
 
 @pytest.fixture(scope="session")
