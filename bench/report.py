@@ -115,20 +115,32 @@ def markdown(groups: Medians) -> str:
     return "\n".join(lines)
 
 
-def targets(groups: Medians) -> tuple[str, int]:
-    lines, missed = ["\ntargets (ratios of medians in this run)"], 0
+class Tally(NamedTuple):
+    hit: int
+    missed: int
+    unmeasured: int  # the run left out its group (pytest bench/ -k ...)
+
+    def __str__(self) -> str:
+        text = f"{self.hit} of {self.hit + self.missed} measured targets hit"
+        return text + (f"; {self.unmeasured} not measured" if self.unmeasured else "")
+
+
+def targets(groups: Medians) -> tuple[str, Tally]:
+    lines, hit, missed, unmeasured = ["\ntargets (ratios of medians in this run)"], 0, 0, 0
     for target in TARGETS:
         try:
             value = target.measure(groups[target.group])
         except KeyError:
             lines.append(f"  [ -- ] {target.group}: {target.describe()}: not measured")
+            unmeasured += 1
             continue
-        hit = target.holds(value)
-        missed += not hit
+        holds = target.holds(value)
+        hit += holds
+        missed += not holds
         shown = human(value) if target.kind == "seconds" else f"{value:.3g}x"
-        verdict = "hit " if hit else "MISS"
+        verdict = "hit " if holds else "MISS"
         lines.append(f"  [{verdict}] {target.group}: {target.describe()}: {shown}")
-    return "\n".join(lines), missed
+    return "\n".join(lines), Tally(hit, missed, unmeasured)
 
 
 def chart(groups: Medians, path: Path) -> None:
@@ -182,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         print(markdown(groups))
         return 0
     print(table(groups))
-    text, missed = targets(groups)
+    text, tally = targets(groups)
     print(text)
     if args.chart:
         chart(groups, args.chart)
         print(f"\nchart written to {args.chart}")
-    print(f"\n{len(TARGETS) - missed} of {len(TARGETS)} targets hit")
+    print(f"\n{tally}")
     return 0
 
 

@@ -157,3 +157,35 @@ def check_command(page: str, command: str, database_url: str) -> None:
         if word.startswith("--"):
             option = word.split("=")[0]
             assert option in text, f"{page}: {command}: {module} has no option {option}"
+
+
+@pytest.mark.slow
+def test_the_documented_benchmark_workflow_runs(tmp_path: Path) -> None:
+    """performance.md's commands on one group: a run kept as JSON and saved, its report, chart
+    and Markdown tables, then a later run compared with the saved one. The runs start in a
+    directory of their own, as saved runs go to .benchmarks/ there: the checkout's are yours."""
+    if not BENCH_EXTRA:
+        pytest.skip("the bench commands need the bench extra: pip install -e '.[bench]'")
+    root, env = DOCS.parent, {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done
+
+    one_group = (str(root / "bench"), "-k", "test_get")
+    run("pytest", *one_group, "--benchmark-json=run.json", "--benchmark-autosave", cwd=tmp_path)
+    chart = tmp_path / "chart.svg"
+    report = run("bench.report", str(tmp_path / "run.json"), "--chart", str(chart), cwd=root)
+    assert "persistence" in report.stdout and "vs raw_psycopg" in report.stdout
+    # which targets hold is the machine's business; that the report counts them right is ours
+    assert re.search(r"\n[0-2] of 2 measured targets hit; 9 not measured\n", report.stdout)
+    assert chart.read_text().startswith("<svg") and ">get<" in chart.read_text()
+    tables = run("bench.report", str(tmp_path / "run.json"), "--markdown", cwd=root)
+    assert "| get | **persistence** |" in tables.stdout
+    later = run("pytest", *one_group, "--benchmark-compare=0001", cwd=tmp_path)
+    assert "Comparing against benchmarks from" in later.stderr
+    assert "test_get[persistence] (NOW)" in later.stdout
+    assert "test_get[persistence] (0001" in later.stdout
