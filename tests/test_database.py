@@ -207,13 +207,23 @@ def test_restarted_server_does_not_hand_out_dead_connections(scratch_server: Any
 def test_connect_waits_for_a_server_that_is_starting(scratch_server: Any) -> None:
     url = scratch_server.url("postgres")
     scratch_server.stop()
-    timer = threading.Timer(1.0, scratch_server.start)
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            scratch_server.start()
+        except BaseException as exc:
+            failed.append(exc)
+
+    timer = threading.Timer(1.0, start)
     timer.start()
     try:
         with Database.connect(url, wait=30) as db:
             assert db.ping() > 0
     finally:
         timer.join()
+        if failed:  # the cause, rather than 30 s of waiting for a server that never came
+            raise failed[0]
 
 
 @pytest.fixture

@@ -167,7 +167,12 @@ def test_the_documented_benchmark_workflow_runs(tmp_path: Path) -> None:
     directory of their own, as saved runs go to .benchmarks/ there: the checkout's are yours."""
     if not BENCH_EXTRA:
         pytest.skip("the bench commands need the bench extra: pip install -e '.[bench]'")
-    root, env = DOCS.parent, {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    root = DOCS.parent
+    # not this run's PYTEST_XDIST_WORKER: pytest-benchmark would take it for a worker of its own
+    # run and disable itself
+    env = {
+        k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("PYTEST_")
+    }
 
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -176,7 +181,9 @@ def test_the_documented_benchmark_workflow_runs(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done
 
-    one_group = (str(root / "bench"), "-k", "test_get")
+    # a basetemp of its own: a nested pytest resets /tmp/pytest-of-USER to mode 0700, locking
+    # the embedded scratch servers (run as another system user) out of their data directories
+    one_group = (str(root / "bench"), "-k", "test_get", f"--basetemp={tmp_path / 'nested'}")
     run("pytest", *one_group, "--benchmark-json=run.json", "--benchmark-autosave", cwd=tmp_path)
     chart = tmp_path / "chart.svg"
     report = run("bench.report", str(tmp_path / "run.json"), "--chart", str(chart), cwd=root)
