@@ -138,19 +138,17 @@ def _session_async_db(database_url: str, loop: Loop) -> Iterator[Any]:
 
 
 @pytest.fixture
-def db(api: str, _session_db: Database, _session_async_db: Any) -> Any:
-    """The test database, emptied, on the API under test (the async one bridged)."""
-    with _session_db.pool.connection() as conn:
-        conn.execute(support.EMPTY_ALL)
-    return _session_db if api == "sync" else _session_async_db
-
-
-@pytest.fixture
 def emptied_url(database_url: str, _session_db: Database) -> str:
-    """The test database, emptied, for a test that reaches it from processes of its own."""
+    """The test database, emptied, for a test that reaches it through connections of its own."""
     with _session_db.pool.connection() as conn:
         conn.execute(support.EMPTY_ALL)
     return database_url
+
+
+@pytest.fixture
+def db(api: str, emptied_url: str, _session_db: Database, _session_async_db: Any) -> Any:
+    """The test database, emptied, on the API under test (the async one bridged)."""
+    return _session_db if api == "sync" else _session_async_db
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,7 @@ import asyncio
 import psycopg
 import pytest
 
-from persistence import AsyncDatabase, Database, TradeStatus
-from tests import support
+from persistence import AsyncDatabase, TradeStatus
 from tests.bridge import Loop
 from tests.factories import make_trade
 
@@ -19,10 +18,8 @@ APP = "persistence-cancel-test"
 
 
 @pytest.fixture
-def url(database_url: str, _session_db: Database) -> str:
-    with _session_db.pool.connection() as conn:
-        conn.execute(support.EMPTY_ALL)
-    return database_url
+def url(emptied_url: str) -> str:
+    return emptied_url
 
 
 def test_a_cancelled_update_is_cancelled_on_the_server_and_never_lands(

@@ -99,9 +99,11 @@ def shell_commands() -> list[tuple[str, str]]:
     return found
 
 
-def _python(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _python(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=120
+        [sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=120, cwd=cwd
     )
 
 
@@ -175,9 +177,7 @@ def test_the_documented_benchmark_workflow_runs(tmp_path: Path) -> None:
     }
 
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", *args], cwd=cwd, env=env, capture_output=True, text=True
-        )
+        done = _python(*args, env=env, cwd=cwd)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         return done
 

@@ -259,25 +259,24 @@ def _tokens_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Com
 
 
 def test_the_tokens_command(emptied_url: str) -> None:
-    database_url = emptied_url
-    with Database.connect(database_url, token_keys=OLD_ONLY) as old:
+    with Database.connect(emptied_url, token_keys=OLD_ONLY) as old:
         old.schwab_auth.save(SECRET_AUTH)
-    status = _tokens_cli("status", "--database-url", database_url)
+    status = _tokens_cli("status", "--database-url", emptied_url)
     assert status.returncode == 0, status.stderr
     assert "1 under 'test-old'" in status.stdout and "current key: 'test-current'" in status.stdout
-    rotated = _tokens_cli("rotate", "--database-url", database_url)
+    rotated = _tokens_cli("rotate", "--database-url", emptied_url)
     assert rotated.returncode == 0 and "re-sealed under 'test-current': 1 under 'test-old'" in (
         rotated.stdout
     )
-    assert _tokens_cli("encrypt", "--database-url", database_url).stdout.startswith(
+    assert _tokens_cli("encrypt", "--database-url", emptied_url).stdout.startswith(
         "sealed under the current key: none"
     )
     wrong = _tokens_cli(
-        "status", "--database-url", database_url, env={"PERSISTENCE_TOKEN_KEYS": "x:1"}
+        "status", "--database-url", emptied_url, env={"PERSISTENCE_TOKEN_KEYS": "x:1"}
     )
     assert wrong.returncode == 2 and "not valid base64" in wrong.stderr
     failed = _tokens_cli(
-        "rotate", "--database-url", database_url, env={"PERSISTENCE_TOKEN_KEYS": OTHER}
+        "rotate", "--database-url", emptied_url, env={"PERSISTENCE_TOKEN_KEYS": OTHER}
     )
     assert failed.returncode == 1 and "'test-current', which is not in the keyring" in failed.stderr
     key = _tokens_cli("new-key", "k1")
