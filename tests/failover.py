@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -31,6 +32,22 @@ import psycopg
 
 from persistence import AsyncDatabase, Database, DatabaseUnavailable, Fill
 from tests.factories import make_trade
+from tests.support import ROOT, command_of, shell_blocks
+
+
+def _documented_url() -> str:
+    """The multi-host URL of production.md's failover section."""
+    exports = [
+        command_of(line)
+        for block in shell_blocks(ROOT / "docs" / "production.md")
+        for line in block.splitlines()
+        if "@db1:" in line and line.startswith("export DATABASE_URL=")
+    ]
+    assert len(exports) == 1, exports
+    return shlex.split(exports[0])[1].split("=", 1)[1]
+
+
+DOCUMENTED_URL = _documented_url()
 
 
 def binaries() -> Path | None:
@@ -217,12 +234,17 @@ class Cluster:
         return f"postgresql://postgres@127.0.0.1:{self.ports[node]}/{dbname}"
 
     def url(self, dbname: str = "postgres") -> str:
-        """Both servers, the first that accepts writes: what production gives the layer."""
+        """production.md's URL, with these two servers for its db1 and db2: what production
+        gives the layer."""
         first, second = self.ports
-        return (
-            f"postgresql://postgres@127.0.0.1:{first},127.0.0.1:{second}/{dbname}"
-            "?target_session_attrs=read-write"
+        url = (
+            DOCUMENTED_URL.replace("bot:PASSWORD@", "postgres@")
+            .replace("db1:5432", f"127.0.0.1:{first}")
+            .replace("db2:5432", f"127.0.0.1:{second}")
+            .replace("/persistence?", f"/{dbname}?")
         )
+        assert "db1" not in url and "db2" not in url and "PASSWORD" not in url, url
+        return url
 
     def log(self, node: int) -> str:
         path = self.base / ("primary.log" if node == 0 else "standby.log")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import psycopg
 import pytest
@@ -54,6 +56,38 @@ def shell_blocks(page: Path) -> list[str]:
 def command_of(line: str) -> str:
     """A documented shell line without its trailing comment."""
     return line.split("  #")[0].split(" # ")[0].strip()
+
+
+class Ran(NamedTuple):
+    """One command of a documented block: as written, its comment, and what it printed."""
+
+    command: str
+    comment: str
+    printed: str
+
+
+MARK = "@@ next documented command @@"
+
+
+def run_as_written(script: str, env: dict[str, str], cwd: Path = ROOT) -> list[Ran]:
+    """Run a documented shell script with bash, stopping at its first failing command."""
+    lines = [
+        (command_of(line), line.strip()[len(command_of(line)) :].strip().lstrip("# "))
+        for line in script.splitlines()
+        if command_of(line) and not line.lstrip().startswith("#")
+    ]
+    # a marker before each command splits what the script printed by command
+    marked = "\n".join(f"echo {shlex.quote(MARK)}\n{command}" for command, _ in lines)
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", marked.replace(".venv/bin/python", sys.executable)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+    printed = done.stdout.split(MARK + "\n")[1:]
+    return [Ran(c, comment, out) for (c, comment), out in zip(lines, printed, strict=True)]
 
 
 def admin_url() -> str:

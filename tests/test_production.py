@@ -5,6 +5,8 @@ The commands here are the ones docs/production.md gives.
 
 from __future__ import annotations
 
+import base64
+import configparser
 import os
 import pty
 import pwd
@@ -35,9 +37,12 @@ from tests.support import (
     drop_database,
     migrated_database,
     postgres_binary,
+    run_as_written,
     shell_blocks,
     with_database,
 )
+
+PRODUCTION = ROOT / "docs" / "production.md"
 
 
 def free_port() -> int:
@@ -61,6 +66,16 @@ def as_user(user: str, *command: str) -> list[str]:
 # --- PgBouncer ---------------------------------------------------------------------------
 
 
+def documented_pgbouncer_settings() -> dict[str, str]:
+    """The [pgbouncer] section of production.md's pgbouncer.ini."""
+    (ini,) = re.findall(r"```ini\n(.*?)```", PRODUCTION.read_text(), flags=re.S)
+    parser = configparser.ConfigParser()
+    parser.read_string(ini)
+    settings = dict(parser["pgbouncer"])
+    assert settings["pool_mode"] == "transaction", settings
+    return settings
+
+
 @pytest.fixture(scope="module")
 def pgbouncer(admin_url: str) -> Iterator[str]:
     """A PgBouncer in transaction mode in front of the test server; yields HOST:PORT."""
@@ -78,23 +93,22 @@ def pgbouncer(admin_url: str) -> Iterator[str]:
     user = Path(host).owner() if host.startswith("/") else "nobody"
     folder = shared_dir(user)
     port = free_port()
+    # production.md's settings, with this machine's addresses; the test's server has no
+    # passwords (trust), its databases are throwaway (all mapped), and a run opens many clients
+    settings = {
+        **documented_pgbouncer_settings(),
+        "listen_port": str(port),
+        "unix_socket_dir": "",
+        "auth_type": "trust",
+        "auth_file": str(folder / "users.txt"),
+        "max_client_conn": "200",
+        "logfile": str(folder / "pgbouncer.log"),
+        "pidfile": str(folder / "pgbouncer.pid"),
+    }
     config = folder / "pgbouncer.ini"
     config.write_text(
-        f"""[databases]
-* = host={host} port={server.get("port") or 5432}
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = trust
-auth_file = {folder / "users.txt"}
-pool_mode = transaction
-max_client_conn = 200
-default_pool_size = 20
-ignore_startup_parameters = extra_float_digits,options
-logfile = {folder / "pgbouncer.log"}
-pidfile = {folder / "pgbouncer.pid"}
-"""
+        f"[databases]\n* = host={host} port={server.get('port') or 5432}\n[pgbouncer]\n"
+        + "".join(f"{key} = {value}\n" for key, value in settings.items())
     )
     (folder / "users.txt").write_text(f'"{server.get("user") or "postgres"}" ""\n')
     for item in folder.iterdir():
@@ -148,10 +162,46 @@ def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
     assert " passed" in result.stdout and "failed" not in result.stdout
 
 
+@pytest.mark.slow
+def test_the_pgbouncer_block_runs_with_this_servers_addresses(
+    pgbouncer: str, admin_url: str
+) -> None:
+    """production.md's PgBouncer block, run by bash with PgBouncer's and the server's addresses
+    for its placeholders: migrate goes to the server directly, then the bot's settings (the
+    exported URL, through PgBouncer, and no prepared statements) give a healthy report."""
+    block = production_block("PERSISTENCE_PREPARE_THRESHOLD=none")
+    name = create_database(admin_url, "persistence_pgbouncer")
+    direct = with_database(admin_url, name)
+    server = conninfo_to_dict(admin_url)
+    through = make_conninfo(direct, host="127.0.0.1", port=pgbouncer.rsplit(":", 1)[1])
+    filled = re.sub(
+        r"postgresql://persistence_app:PASSWORD@127\.0\.0\.1:6432/persistence",
+        lambda _: shlex.quote(through),
+        block,
+    )
+    filled = re.sub(
+        r"postgresql://persistence_owner:PASSWORD@10\.0\.0\.5:5432/persistence",
+        lambda _: shlex.quote(direct),
+        filled,
+    )
+    assert "PASSWORD" not in filled and server.get("password") is None
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "PERSISTENCE_PREPARE_THRESHOLD")
+    }
+    try:
+        ran = run_as_written(f"{filled}\n.venv/bin/python -m persistence.health", env)
+        assert ran[-2].command.startswith(".venv/bin/python -m persistence.migrate --database-url")
+        report = ran[-1].printed
+        assert report.startswith("status: healthy") and f"database: {name}\n" in report, report
+    finally:
+        drop_database(admin_url, name)
+
+
 # --- Backup and restore ------------------------------------------------------------------
 
 
-PRODUCTION = ROOT / "docs" / "production.md"
 RESTORED = "persistence_restored"  # the name production.md restores into
 
 
@@ -169,19 +219,6 @@ def as_written_env(url: str, tool: str, **variables: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env.update(PATH=f"{tools}:{Path(sys.executable).parent}:{os.environ['PATH']}", **variables)
     return env
-
-
-def run_as_written(script: str, env: dict[str, str], cwd: Path = ROOT) -> None:
-    """Run a documented shell script with bash, stopping at its first failing command."""
-    script = script.replace(".venv/bin/python", sys.executable)
-    done = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
 
 
 @pytest.mark.slow
@@ -317,6 +354,57 @@ def test_the_app_role_reads_and_writes_but_cannot_change_the_schema(roles_databa
         assert conn.execute(
             "SELECT tableowner FROM pg_tables WHERE tablename = 'trades'"
         ).fetchone() == ("persistence_owner",)
+
+
+# --- Token keys --------------------------------------------------------------------------
+
+
+def test_the_token_key_blocks_run_as_written(emptied_url: str) -> None:
+    """production.md's token blocks, run by bash in order on a plain row as migration 0003 leaves
+    it: a key made, the row sealed, a new key made and the row re-sealed under it. Each command
+    prints what its comment says. Only the keys' `...` are filled in, with what new-key printed."""
+    generate, seal, rotate = (
+        production_block(text) for text in ("tokens new-key", "tokens encrypt", "tokens rotate")
+    )
+    auth = make_auth()
+    with psycopg.connect(emptied_url) as conn:
+        conn.execute(
+            "INSERT INTO schwab_auth (id, access_token, access_token_fetched_at, refresh_token, "
+            "refresh_token_fetched_at) VALUES (1, %s, %s, %s, %s)",
+            (
+                auth.access_token,
+                auth.access_token_fetched_at,
+                auth.refresh_token,
+                auth.refresh_token_fetched_at,
+            ),
+        )
+    env = {k: v for k, v in os.environ.items() if k != "PERSISTENCE_TOKEN_KEYS"}
+    env["DATABASE_URL"] = emptied_url
+
+    def new_key(key_id: str) -> str:
+        made, export = run_as_written(generate.replace("k20261125", key_id), env)
+        assert export.command == f"export PERSISTENCE_TOKEN_KEYS='{key_id}:...'"
+        key = made.printed.strip()
+        assert made.comment == f"prints {key_id}:BASE64 (32 bytes)"
+        assert key.startswith(f"{key_id}:") and len(base64.b64decode(key.split(":")[1])) == 32
+        return key
+
+    old = new_key("k20261125")
+    status, encrypt = run_as_written(seal, {**env, "PERSISTENCE_TOKEN_KEYS": old})
+    for ran in (status, encrypt):  # each comment quotes the output, "..." for what it skips
+        assert all(part in ran.printed for part in ran.comment.split(" ... ")), ran
+    new = new_key("k20270101")
+    filled = rotate.replace("NEW...", new.split(":")[1]).replace("OLD...", old.split(":")[1])
+    rotated, status, _ = run_as_written(filled, env)[1:]
+    assert rotated.comment in rotated.printed, rotated
+    assert status.comment == "nothing left under k20261125"
+    assert status.printed.startswith("rows: 1 under 'k20270101'\n"), status
+    # the last line: the old key dropped, the tokens still open
+    with Database.connect(emptied_url, token_keys=new) as db:
+        assert db.schwab_auth.load() == auth
+    with psycopg.connect(emptied_url) as conn:
+        stored = conn.execute("SELECT * FROM schwab_auth").fetchall()
+    assert auth.access_token not in repr(stored) and auth.refresh_token not in repr(stored)
 
 
 # --- SSL ---------------------------------------------------------------------------------
@@ -476,3 +564,24 @@ def test_verify_full_refuses_a_wrong_host_name(ssl_server: dict[str, Any]) -> No
         Database.connect(
             ssl_url(ssl_server, "db.example.invalid"), sslmode="verify-full", sslrootcert=root
         )
+
+
+def test_the_readmes_real_server_block_runs_over_verified_ssl(ssl_server: dict[str, Any]) -> None:
+    """README's block for a real server, run by bash with this server for db.example.com and
+    its root certificate where libpq looks for one (PGSSLROOTCERT): the main job applies the
+    migrations over a connection whose certificate and host name were verified."""
+    (block,) = [b for b in shell_blocks(ROOT / "README.md") if "@db.example.com:" in b]
+    export, migrate, tests = block.splitlines()
+    assert tests.startswith("TEST_DATABASE_URL=")  # CI runs the tests that way
+    script = f"{export}\n{migrate}".replace(
+        "bot:PASSWORD@db.example.com:5432/persistence",
+        f"postgres@localhost:{ssl_server['port']}/postgres",
+    )
+    assert "sslmode=verify-full" in script
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["PGSSLROOTCERT"] = str(ssl_server["folder"] / "root.crt")
+    run_as_written(script, env)
+    url = ssl_url(ssl_server, "localhost")
+    with psycopg.connect(url, sslmode="verify-full", sslrootcert=env["PGSSLROOTCERT"]) as conn:
+        (applied,) = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()  # type: ignore[misc]
+    assert applied == len(list((ROOT / "migrations").glob("*.up.sql")))
