@@ -180,7 +180,7 @@ def test_a_documented_server_url_runs_as_written_without_showing_its_password(
     host = servers.split("@")[1].split(":")[0]
     (export,) = [
         command_of(line)
-        for block in shell_blocks(DOCS.parent / page if page == "README.md" else DOCS / page)
+        for block in shell_blocks(next(path for path in PAGES if path.name == page))
         for line in block.splitlines()
         if line.startswith("export DATABASE_URL=") and f"@{host}:" in line
     ]
