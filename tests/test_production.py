@@ -35,6 +35,7 @@ from tests.support import (
     command_of,
     create_database,
     drop_database,
+    environment_without,
     migrated_database,
     postgres_binary,
     run_as_written,
@@ -129,7 +130,7 @@ def pgbouncer(admin_url: str) -> Iterator[str]:
 def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
     pgbouncer: str, admin_url: str, tmp_path: Path
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = environment_without("DATABASE_URL")
     env.update(
         TEST_DATABASE_URL=admin_url,
         TEST_DATABASE_PROXY=pgbouncer,
@@ -184,11 +185,7 @@ def test_the_pgbouncer_block_runs_with_this_servers_addresses(
         filled,
     )
     assert "PASSWORD" not in filled
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "PERSISTENCE_PREPARE_THRESHOLD")
-    }
+    env = environment_without("DATABASE_URL", "PERSISTENCE_PREPARE_THRESHOLD")
     try:
         ran = run_as_written(f"{filled}\n.venv/bin/python -m persistence.health", env)
         assert ran[-2].command.startswith(".venv/bin/python -m persistence.migrate --database-url")
@@ -215,7 +212,7 @@ def as_written_env(url: str, tool: str, **variables: str) -> dict[str, str]:
     """The environment a docs block runs in: the client tools of ``url``'s server version and
     this interpreter first on PATH, no DATABASE_URL but the one given in ``variables``."""
     tools = Path(postgres_binary(url, tool)).parent
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = environment_without("DATABASE_URL")
     env.update(PATH=f"{tools}:{Path(sys.executable).parent}:{os.environ['PATH']}", **variables)
     return env
 
@@ -377,7 +374,7 @@ def test_the_token_key_blocks_run_as_written(emptied_url: str) -> None:
                 auth.refresh_token_fetched_at,
             ),
         )
-    env = {k: v for k, v in os.environ.items() if k != "PERSISTENCE_TOKEN_KEYS"}
+    env = environment_without("PERSISTENCE_TOKEN_KEYS")
     env["DATABASE_URL"] = emptied_url
 
     def new_key(key_id: str) -> str:
@@ -577,7 +574,7 @@ def test_the_readmes_real_server_block_runs_over_verified_ssl(ssl_server: dict[s
         f"postgres@localhost:{ssl_server['port']}/postgres",
     )
     assert "sslmode=verify-full" in script
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = environment_without("DATABASE_URL")
     env["PGSSLROOTCERT"] = str(ssl_server["folder"] / "root.crt")
     run_as_written(script, env)
     url = ssl_url(ssl_server, "localhost")

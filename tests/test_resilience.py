@@ -6,7 +6,6 @@ start and SIGKILL; the server under the rest of the suite is never disturbed.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import pytest
 
 from persistence import Database, DatabaseUnavailable, Trade
 from tests.factories import make_trade
-from tests.support import every_connection_busy
+from tests.support import environment_without, every_connection_busy
 
 # an operation may take this long while the server is down: probing a refused socket is
 # immediate, so this bounds hangs, it does not measure speed
@@ -182,7 +181,7 @@ def test_data_survives_a_server_restart_and_a_new_process(
         "with Database.connect(sys.argv[1]) as db:\n"
         "    print(db.trades.get(sys.argv[2], 0).onchain_input_amount)"
     )
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env = environment_without("DATABASE_URL")
     result = subprocess.run(
         [sys.executable, "-c", code, scratch_url, trade.tx_hash],
         capture_output=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import stat
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from persistence import (
 )
 from persistence.tokens import development_keyring, keyring_for, new_key, parse_keyring
 from tests.factories import make_auth
-from tests.support import TEST_TOKEN_KEYS, postgres_binary
+from tests.support import TEST_TOKEN_KEYS, environment_without, postgres_binary
 
 ACCESS = "ACCESS-TOKEN-abcdefghijklmnopqrstuvwxyz-0123456789"
 REFRESH = "REFRESH-TOKEN-zyxwvutsrqponmlkjihgfedcba-9876543210"
@@ -247,7 +246,7 @@ def test_keys_and_tokens_appear_in_no_repr_log_or_report(
 
 
 def _tokens_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    environment = environment_without("DATABASE_URL")
     environment.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "persistence.tokens", *args],
