@@ -114,11 +114,16 @@ def with_database(url: str, name: str) -> str:
     return make_conninfo(url, dbname=name)
 
 
-def create_database(admin: str, prefix: str, *, name: str | None = None) -> str:
-    name = name or f"{prefix}_{uuid.uuid4().hex[:10]}"
+def create_database(admin: str, prefix: str) -> str:
+    """A new database, named ``prefix`` and a random suffix."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    _create(admin, name)
+    return name
+
+
+def _create(admin: str, name: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return name
 
 
 def drop_database(admin: str, name: str) -> None:
@@ -156,7 +161,7 @@ def make_new(admin: str, name: str) -> None:
             except psycopg.Error:
                 pass
     drop_database(admin, name)
-    create_database(admin, "", name=name)
+    _create(admin, name)
 
 
 @contextmanager
