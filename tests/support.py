@@ -22,7 +22,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 if TYPE_CHECKING:
-    from persistence import Database
+    from persistence import Database, SchwabAuth
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,6 +96,21 @@ def run_as_written(script: str, env: dict[str, str], cwd: Path = ROOT) -> list[R
     assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
     printed = done.stdout.split(MARK + "\n")[1:]
     return [Ran(c, comment, out) for (c, comment), out in zip(lines, printed, strict=True)]
+
+
+def store_plain_auth(url: str, auth: SchwabAuth) -> None:
+    """The tokens in the plain columns, nothing sealed: a row as migration 0003 leaves it."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "INSERT INTO schwab_auth (id, access_token, access_token_fetched_at, refresh_token, "
+            "refresh_token_fetched_at) VALUES (1, %s, %s, %s, %s)",
+            (
+                auth.access_token,
+                auth.access_token_fetched_at,
+                auth.refresh_token,
+                auth.refresh_token_fetched_at,
+            ),
+        )
 
 
 def admin_url() -> str:

@@ -40,6 +40,7 @@ from tests.support import (
     postgres_binary,
     run_as_written,
     shell_blocks,
+    store_plain_auth,
     with_database,
 )
 
@@ -363,17 +364,7 @@ def test_the_token_key_blocks_run_as_written(emptied_url: str) -> None:
         production_block(text) for text in ("tokens new-key", "tokens encrypt", "tokens rotate")
     )
     auth = make_auth()
-    with psycopg.connect(emptied_url) as conn:
-        conn.execute(
-            "INSERT INTO schwab_auth (id, access_token, access_token_fetched_at, refresh_token, "
-            "refresh_token_fetched_at) VALUES (1, %s, %s, %s, %s)",
-            (
-                auth.access_token,
-                auth.access_token_fetched_at,
-                auth.refresh_token,
-                auth.refresh_token_fetched_at,
-            ),
-        )
+    store_plain_auth(emptied_url, auth)
     env = environment_without("PERSISTENCE_TOKEN_KEYS")
     env["DATABASE_URL"] = emptied_url
 

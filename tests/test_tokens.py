@@ -23,7 +23,7 @@ from persistence import (
 )
 from persistence.tokens import development_keyring, keyring_for, new_key, parse_keyring
 from tests.factories import make_auth
-from tests.support import TEST_TOKEN_KEYS, environment_without, postgres_binary
+from tests.support import TEST_TOKEN_KEYS, environment_without, postgres_binary, store_plain_auth
 
 ACCESS = "ACCESS-TOKEN-abcdefghijklmnopqrstuvwxyz-0123456789"
 REFRESH = "REFRESH-TOKEN-zyxwvutsrqponmlkjihgfedcba-9876543210"
@@ -141,12 +141,7 @@ def test_concurrent_save_and_rotate_lose_no_update(
 def test_a_plain_row_loads_with_a_warning_and_encrypt_seals_it(
     db: Any, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with psycopg.connect(database_url) as conn:  # a row as migration 0003 leaves it
-        conn.execute(
-            "INSERT INTO schwab_auth (id, access_token, access_token_fetched_at, refresh_token, "
-            "refresh_token_fetched_at) VALUES (1, %s, now(), %s, now())",
-            (ACCESS, REFRESH),
-        )
+    store_plain_auth(database_url, SECRET_AUTH)
     from persistence.operations import auth as auth_ops
 
     auth_ops._warned_plain.clear()
