@@ -279,18 +279,21 @@ def test_the_tokens_command(emptied_url: str) -> None:
         assert ACCESS not in output.stdout + output.stderr
 
 
+SEALING = 3  # migrations/0003_seal_schwab_tokens
+
+
 def test_migrating_down_refuses_sealed_tokens_until_decrypted(empty_database_url: str) -> None:
     from persistence import MigrationFailed, migrate
 
     settings = Settings.from_env(url=empty_database_url)
-    migrate.apply(settings)
+    migrate.apply(settings, target=SEALING)  # later migrations come and go after it
     with Database.connect(empty_database_url) as db:
         db.schwab_auth.save(SECRET_AUTH)
         with pytest.raises(MigrationFailed, match="sealed tokens"):
-            migrate.rollback(settings, steps=1)
+            migrate.rollback(settings, target=SEALING - 1)
         assert db.schwab_auth.decrypt() == {"test-current": 1}
         assert db.schwab_auth.load() == SECRET_AUTH
-    migrate.rollback(settings, steps=1)
+    migrate.rollback(settings, target=SEALING - 1)
     assert raw(empty_database_url, "SELECT access_token, refresh_token FROM schwab_auth") == [
         (ACCESS, REFRESH)
     ]
