@@ -28,9 +28,12 @@ from persistence import (
     Execution,
     ExecutionStatus,
     Instruction,
+    Settings,
     TradeStatus,
     ValidationError,
+    migrate,
 )
+from persistence.migrate import load_migrations
 from persistence.models import MAX_SHARES
 from tests.factories import make_fill, make_trade
 from tests.test_batching import violations
@@ -212,6 +215,27 @@ def test_a_retry_inside_a_transaction_returns_the_same(db: Any) -> None:
         True,
     )
     assert db.fills.record(fill) == again
+
+
+def record_fill_definition(url: str) -> str:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT pg_get_functiondef('record_fill'::regproc)").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_migration_0005_changes_record_fill_and_its_down_restores_0002s(
+    empty_database_url: str,
+) -> None:
+    settings = Settings(url=empty_database_url)
+    before = max(m.version for m in load_migrations() if m.version < 5)
+    migrate.apply(settings, target=before)
+    original = record_fill_definition(empty_database_url)
+    assert "already_stored" not in original
+    migrate.apply(settings, target=5)
+    assert "already_stored boolean" in record_fill_definition(empty_database_url)
+    migrate.rollback(settings, target=before)
+    assert record_fill_definition(empty_database_url) == original
 
 
 # --- a reply lost for real ---------------------------------------------------------------------
