@@ -63,7 +63,10 @@ def translate(exc: BaseException, *, acquire_timeout: float | None = None) -> Pe
     if isinstance(exc, pg.LockNotAvailable):
         return DatabaseUnavailable(f"a lock was not granted in time: {_describe(exc)}")
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return DatabaseUnavailable(f"the database connection failed: {_describe(exc)}")
+        return DatabaseUnavailable(
+            f"the database connection failed: {_describe(exc)}; a write under way may have "
+            "landed before it failed, and retrying it is safe (every write is idempotent)"
+        )
     if isinstance(exc, pg.UniqueViolation | pg.ExclusionViolation | pg.ForeignKeyViolation):
         return Conflict(f"conflicts with a stored row: {_describe(exc)}")
     if isinstance(exc, pg.SerializationFailure | pg.DeadlockDetected):

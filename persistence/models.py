@@ -186,6 +186,20 @@ def _text(*, optional: bool = False, max_length: int = 256) -> Any:
     return validate
 
 
+class _Named(NamedTuple):
+    name: str
+
+
+def check_text(name: str, value: Any, *, optional: bool = False, max_length: int = 256) -> None:
+    """Raise ValidationError unless ``value`` is text the models accept in a str field.
+
+    The models' own validator, for arguments that are not a model's field (an order id given to
+    ``update_status`` or ``executions.complete``), so that nothing a model refuses gets in.
+    """
+    attribute: Any = _Named(name)  # the validator reads only the attribute's name
+    _text(optional=optional, max_length=max_length)(None, attribute, value)
+
+
 def _secret(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     # like _text, but the message never shows the value
     if not isinstance(value, str) or not value or "\x00" in value:
@@ -437,10 +451,20 @@ class QueuedEvent:
 
 @attrs.frozen
 class RecordedFill:
-    """What ``fills.record`` did: the new fill's id (None: already stored, nothing changed) and
-    the execution it started, if a whole share was waiting and none was pending."""
+    """What ``fills.record`` did, or did the first time when the fill was stored already.
 
-    trade_id: int | None = attrs.field(validator=_OPTIONAL_ID)
+    A new fill: ``trade_id`` is its new id, ``execution`` the execution it started (if a whole
+    share was waiting and none was pending) or None, ``already_stored`` False.
+
+    A fill whose (tx_hash, log_index) was stored already with the same values (a retry after a
+    lost reply): nothing changes; ``trade_id`` is the stored fill's id, ``already_stored`` True,
+    and ``execution`` the lowest-id execution linked to the fill, read as it is now (its status
+    may have moved on, e.g. COMPLETED or FAILED): the one the first call started when it started
+    one, else the first execution the fill went into since, or None if it is in none yet.
+    """
+
+    trade_id: int = attrs.field(validator=_ID)
     execution: Execution | None = attrs.field(
         validator=attrs.validators.optional(attrs.validators.instance_of(Execution))
     )
+    already_stored: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from persistence import (
+    Conflict,
     Database,
     ExecutionStatus,
     Fill,
@@ -135,9 +136,15 @@ def test_a_repeated_fill_changes_nothing(db: Any, url: str) -> None:
     first = db.fills.record(fill)
     assert first.execution is not None and first.execution.shares == 1
     again = db.fills.record(fill)
-    assert (again.trade_id, again.execution) == (None, None)
-    # the same key with other values is the same event: nothing changes either
-    assert db.fills.record(make_fill("7", tx_hash=fill.tx_hash)).trade_id is None
+    # a retry is told what the first call did (tests/test_retries.py has the details)
+    assert (again.trade_id, again.execution, again.already_stored) == (
+        first.trade_id,
+        first.execution,
+        True,
+    )
+    # the same key with other values is not a retry: refused, nothing changes
+    with pytest.raises(Conflict, match="amount"):
+        db.fills.record(make_fill("7", tx_hash=fill.tx_hash))
     assert db.accumulators.get("AAPL").accumulated_long == D("0.5")
     assert len(db.fills.list()) == 1 and len(db.executions.pending()) == 1
     assert violations(url) == {}
@@ -431,13 +438,20 @@ STEP = st.one_of(
 def test_invariants_hold_for_any_sequence(db: Any, url: str, steps: list[tuple[Any, ...]]) -> None:
     empty(url)
     recorded: list[Fill] = []
+    firsts: list[Any] = []
     for step in steps:
         if step[0] == "fill":
             fill = make_fill(step[3], symbol=step[1], direction=step[2])
-            assert db.fills.record(fill).trade_id is not None
+            first = db.fills.record(fill)
+            assert not first.already_stored
             recorded.append(fill)
+            firsts.append(first)
         elif step[0] == "replay" and recorded:
-            assert db.fills.record(recorded[step[1] % len(recorded)]).trade_id is None
+            index = step[1] % len(recorded)
+            again = db.fills.record(recorded[index])
+            assert again.already_stored and again.trade_id == firsts[index].trade_id
+            if firsts[index].execution is not None:  # a retry names the execution it started
+                assert again.execution.id == firsts[index].execution.id
         elif step[0] in ("complete", "fail"):
             pending = db.executions.pending()
             if pending:

@@ -21,6 +21,7 @@ from persistence.models import (
     ExecutionLink,
     ExecutionStatus,
     check_decimal,
+    check_text,
 )
 from persistence.operations import ALL, Query, Step, Steps
 from persistence.queries import batching as sql
@@ -58,12 +59,7 @@ def complete(execution_id: int, *, order_id: str, price_cents: Decimal | int) ->
     repeating a completion with the same values returns the stored execution.
     """
     check_id("id", execution_id)
-    if not isinstance(order_id, str) or not order_id or order_id != order_id.strip():
-        raise ValidationError(
-            f"order_id={order_id!r}: must be a non-empty str without spaces around"
-        )
-    if len(order_id) > 256:
-        raise ValidationError("order_id: is longer than 256 characters")
+    check_text("order_id", order_id)  # the Execution model's rule for its order_id
     if type(price_cents) is int:
         price_cents = Decimal(price_cents)
     check_decimal("price_cents", price_cents, PRICE_CENTS)

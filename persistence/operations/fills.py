@@ -13,16 +13,20 @@ from persistence.operations import ALL, Query
 from persistence.operations.trades import MAX_PAGE, _aware, key
 from persistence.queries import batching as sql
 
-_ALREADY_STORED = RecordedFill(None, None)
-
 
 def record(fill: Fill) -> Query[RecordedFill]:
     """Record ``fill`` in one transaction.
 
-    Stores it (when its (tx_hash, log_index) is stored already: ``trade_id`` None and nothing
-    else changes), adds its amount to the symbol's accumulator (long for BUY, short for SELL),
-    and, if no execution is pending for the symbol and a side holds a whole share, starts an
+    Stores it, adds its amount to the symbol's accumulator (long for BUY, short for SELL), and,
+    if no execution is pending for the symbol and a side holds a whole share, starts an
     execution of the whole shares, linked to the fills that make it up, oldest first.
+
+    Safe to retry: when its (tx_hash, log_index) is stored already with the same symbol, amount,
+    direction and price, nothing changes and the result is what the first call returned:
+    ``already_stored`` True, the stored fill's id, and the lowest-id execution linked to the
+    fill, as it is now: the one the first call started when it started one, else the first the
+    fill went into since, or None (see ``RecordedFill``). The same key with other values is
+    another event, not a retry: Conflict, naming the fields that differ, and nothing written.
     """
     if not isinstance(fill, Fill):
         raise ValidationError(f"record takes a Fill, not {type(fill).__name__}")
@@ -44,10 +48,9 @@ def record(fill: Fill) -> Query[RecordedFill]:
 
 
 def _recorded(row: Any) -> RecordedFill:
-    if row is None:
-        return _ALREADY_STORED
-    execution = None if row[1] is None else execution_from_row(row[1:], Execution)
-    return RecordedFill(row[0], execution)
+    # the fill's id, already_stored, then the execution's columns (NULLs for none)
+    execution = None if row[2] is None else execution_from_row(row[2:], Execution)
+    return RecordedFill(row[0], execution, already_stored=row[1])
 
 
 def _fill(row: Any) -> Fill | None:

@@ -13,7 +13,14 @@ from persistence import queries
 from persistence.converter import trade_copy_row, trade_from_row
 from persistence.converter import trade_params as _params
 from persistence.errors import Conflict, InvalidTransition, NotFound, ValidationError
-from persistence.models import _TX_HASH, PRICE_CENTS, Trade, TradeStatus, check_decimal
+from persistence.models import (
+    _TX_HASH,
+    PRICE_CENTS,
+    Trade,
+    TradeStatus,
+    check_decimal,
+    check_text,
+)
 from persistence.operations import ALL, COUNT, NONE, Batch, Copy, Query, Step, Steps
 
 MAX_PAGE = 10_000
@@ -150,10 +157,8 @@ def update_status(
     """
     params = key(tx_hash, log_index)
     target = status_of(status)
-    if schwab_order_id is not None and (
-        not isinstance(schwab_order_id, str) or not schwab_order_id.strip()
-    ):
-        raise ValidationError(f"schwab_order_id={schwab_order_id!r}: must be a non-empty str")
+    # the Trade model's own rule: an id it would refuse must not get in this way either
+    check_text("schwab_order_id", schwab_order_id, optional=True)
     if schwab_price_per_share_cents is not None:
         check_decimal("schwab_price_per_share_cents", schwab_price_per_share_cents, PRICE_CENTS)
     params.update(

@@ -67,8 +67,9 @@ _EXECUTION = [EXECUTIONS.field(c) for c in EXECUTION_COLUMNS]
 # fail_execution, and start_due_execution which the three share): one round trip each, so the
 # symbol's lock is held only while the server works. Their SQL, and why, is in that file.
 # Parameters are cast to the functions' types so that any int or str psycopg sends resolves.
+# record_fill is migration 0005's: it answers a repeat with the stored fill (already_stored).
 RECORD_FILL = (
-    'SELECT r."trade_id", (r."execution").* FROM record_fill('
+    'SELECT r."trade_id", r."already_stored", (r."execution").* FROM record_fill('
     "%(tx_hash)s::text, %(log_index)s::integer, %(symbol)s::text, %(amount)s::numeric, "
     "%(direction)s::text, %(price_usdc)s::numeric, %(created_at)s::timestamptz) AS r"
 )
