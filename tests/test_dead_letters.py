@@ -26,6 +26,7 @@ from persistence import (
     migrate,
 )
 from persistence.config import EVENT_RETRY_DELAY_CAP
+from persistence.import_sqlite import ImportFailed
 from persistence.migrate import load_migrations
 from persistence.queries import batching as sql
 from tests import bot_store
@@ -364,3 +365,25 @@ def test_imported_events_arrive_fresh_and_can_fail(
             assert imported.next_attempt_at is None
             assert tx.events.mark_failed(imported.id, "cannot handle").dead_at is not None
         assert [e.id for e in db.events.dead_letters()] == [imported.id]
+
+
+def test_the_import_refuses_events_that_arrive_failed(tmp_path: Path, emptied_url: str) -> None:
+    """The verification reads the stored events back: a trigger of the target's (standing in
+    for a conversion that carried attempts) makes it fail, with nothing written."""
+    path = bot_store.write_batching(tmp_path / "bot.db", STEPS, events=EVENTS)
+    with psycopg.connect(emptied_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION test_failed_on_arrival() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN NEW.attempts := 1; RETURN NEW; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER test_failed_on_arrival BEFORE INSERT ON event_queue "
+            "FOR EACH ROW EXECUTE FUNCTION test_failed_on_arrival()"
+        )
+        try:
+            with pytest.raises(ImportFailed, match=r"2 event\(s\) arrived with failed attempts"):
+                run(path, emptied_url)
+        finally:
+            conn.execute("DROP TRIGGER test_failed_on_arrival ON event_queue")
+            conn.execute("DROP FUNCTION test_failed_on_arrival()")
+        assert conn.execute("SELECT count(*) FROM onchain_trades").fetchone() == (0,)
