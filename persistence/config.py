@@ -50,7 +50,16 @@ ENV_VARS: dict[str, str] = {
     "import_statement_timeout": "PERSISTENCE_IMPORT_STATEMENT_TIMEOUT",
     "token_keys": "PERSISTENCE_TOKEN_KEYS",
     "token_keys_file": "PERSISTENCE_TOKEN_KEYS_FILE",
+    "event_max_attempts": "PERSISTENCE_EVENT_MAX_ATTEMPTS",
+    "event_retry_delay": "PERSISTENCE_EVENT_RETRY_DELAY",
 }
+
+# The event queue's retry policy (persistence.operations.events.mark_failed): a failed event
+# waits event_retry_delay seconds, doubling with each failure up to the cap, and becomes a dead
+# letter at event_max_attempts. The cap keeps a retried event within minutes of its turn.
+DEFAULT_EVENT_MAX_ATTEMPTS = 5
+DEFAULT_EVENT_RETRY_DELAY = 1.0
+EVENT_RETRY_DELAY_CAP = 300.0
 
 _URL_PASSWORD = re.compile(
     r"(?P<head>[a-z][a-z0-9+.-]*://[^:/?#@\s]*:)(?P<pw>[^@/?#\s]*)(?=@)", re.I
@@ -93,6 +102,23 @@ def _check_pool(instance: Settings, attribute: attrs.Attribute[Any], value: int)
         raise ConfigurationError(
             f"max_size ({value}) must be at least min_size ({instance.min_size}); "
             f"set {ENV_VARS['max_size']} or {ENV_VARS['min_size']}"
+        )
+
+
+def _check_attempts(instance: Settings, attribute: attrs.Attribute[Any], value: int) -> None:
+    # attempts are counted in an integer column
+    if type(value) is not int or not 1 <= value <= 2**31 - 1:
+        raise ConfigurationError(
+            f"{attribute.name} must be an integer >= 1 (failed attempts before an event is a "
+            f"dead letter), got {value!r} (environment variable {ENV_VARS[attribute.name]})"
+        )
+
+
+def _check_retry_delay(instance: Settings, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not 0 <= value <= EVENT_RETRY_DELAY_CAP:
+        raise ConfigurationError(
+            f"{attribute.name} must be from 0 to {EVENT_RETRY_DELAY_CAP:g} seconds (0: retry at "
+            f"once), got {value!r} (environment variable {ENV_VARS[attribute.name]})"
         )
 
 
@@ -156,6 +182,14 @@ class Settings:
         default=None, repr=lambda value: "None" if value is None else "'***'"
     )
     token_keys_file: Path | None = None
+    # The event queue: failed attempts before an event is a dead letter, and the first backoff
+    # in seconds (doubling per failure, at most EVENT_RETRY_DELAY_CAP; 0 retries at once).
+    event_max_attempts: int = attrs.field(
+        default=DEFAULT_EVENT_MAX_ATTEMPTS, validator=_check_attempts
+    )
+    event_retry_delay: float = attrs.field(
+        default=DEFAULT_EVENT_RETRY_DELAY, validator=_check_retry_delay
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.sslmode == "verify-full" and self.sslrootcert is None and self.url is not None:
@@ -205,6 +239,8 @@ _FIELD_TYPES = {
     "import_statement_timeout": float,
     "migration_lock_timeout": float,
     "ddl_lock_timeout": float,
+    "event_max_attempts": int,
+    "event_retry_delay": float,
 }
 
 

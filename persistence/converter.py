@@ -140,7 +140,9 @@ accumulator_from_row: Callable[[Any, Any], Accumulator] = _row_structure_fn(
 )
 link_from_row: Callable[[Any, Any], ExecutionLink] = _row_structure_fn(ExecutionLink, LINK_COLUMNS)
 event_from_row: Callable[[Any, Any], QueuedEvent] = _row_structure_fn(
-    QueuedEvent, EVENT_COLUMNS, utc=("created_at", "processed_at")
+    QueuedEvent,
+    EVENT_COLUMNS,
+    utc=("created_at", "processed_at", "last_failed_at", "next_attempt_at", "dead_at"),
 )
 for _model, _build in (
     (Fill, fill_from_row),

@@ -267,7 +267,11 @@ class Transaction(Generic[M]):
     )
 
     def __init__(
-        self, connection: Any, run: Callable[[Operation[Any]], Any], keyring: Keyring | None
+        self,
+        connection: Any,
+        run: Callable[[Operation[Any]], Any],
+        keyring: Keyring | None,
+        settings: Settings | None = None,
     ) -> None:
         self.connection = connection
         self.trades: TradeRepository[M] = TradeRepository(run)
@@ -275,7 +279,7 @@ class Transaction(Generic[M]):
         self.fills: FillRepository[M] = FillRepository(run)
         self.executions: ExecutionRepository[M] = ExecutionRepository(run)
         self.accumulators: AccumulatorRepository[M] = AccumulatorRepository(run)
-        self.events: TransactionEventQueue[M] = TransactionEventQueue(run)
+        self.events: TransactionEventQueue[M] = TransactionEventQueue(run, settings=settings)
 
     def transaction(self) -> _Savepoint[M]:
         """A nested block, ``with`` (or ``async with``): a savepoint, rolled back alone when
@@ -329,7 +333,7 @@ class _Block(Generic[M]):
     def _begun(self, conn: Any) -> Transaction[M]:
         self._conn = conn
         self._tx: Any = conn.transaction()
-        return Transaction(conn, partial(self._run, conn), self._db._keyring)
+        return Transaction(conn, partial(self._run, conn), self._db._keyring, self._db.settings)
 
     def _error(self, exc: BaseException | None) -> BaseException | None:
         return self._db._failed(self._conn, exc) if isinstance(exc, psycopg.Error) else None
@@ -392,7 +396,7 @@ class Database(_Pooled[ConnectionPool[Any]]):
         self.fills: FillRepository[Sync] = FillRepository(self._run)
         self.executions: ExecutionRepository[Sync] = ExecutionRepository(self._run)
         self.accumulators: AccumulatorRepository[Sync] = AccumulatorRepository(self._run)
-        self.events: EventQueue[Sync] = EventQueue(self._run)
+        self.events: EventQueue[Sync] = EventQueue(self._run, settings=settings)
 
     @classmethod
     def connect(cls, url: str | None = None, *, wait: float = 0.0, **settings: Any) -> Database:
@@ -531,7 +535,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
         self.fills: FillRepository[Async] = FillRepository(self._run)
         self.executions: ExecutionRepository[Async] = ExecutionRepository(self._run)
         self.accumulators: AccumulatorRepository[Async] = AccumulatorRepository(self._run)
-        self.events: EventQueue[Async] = EventQueue(self._run)
+        self.events: EventQueue[Async] = EventQueue(self._run, settings=settings)
 
     @classmethod
     async def connect(

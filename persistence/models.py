@@ -20,6 +20,7 @@ from persistence.errors import ValidationError
 __all__ = [
     "AMOUNT",
     "IO_RATIO",
+    "MAX_EVENT_ERROR",
     "MAX_SHARES",
     "PRICE_CENTS",
     "Accumulator",
@@ -436,9 +437,24 @@ def _payload(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None
         )
 
 
+# the longest failure reason an event keeps (migration 0004's CHECK); longer ones are truncated
+MAX_EVENT_ERROR = 2000
+
+
+def _last_error(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= MAX_EVENT_ERROR):
+        raise _fail(attribute.name, value, f"must be None or a str of 1 to {MAX_EVENT_ERROR} chars")
+
+
 @attrs.frozen
 class QueuedEvent:
-    """A chain event waiting in the queue (``processed_at`` None) or processed."""
+    """A chain event waiting in the queue (``processed_at`` None) or processed.
+
+    ``attempts`` failed attempts (``events.mark_failed``) since it was queued or revived, the
+    last one's ``last_error`` and ``last_failed_at``; it is not claimed before
+    ``next_attempt_at`` (None: claimable now) and, once ``dead_at`` is set, it is a dead letter:
+    never claimed until ``events.revive``.
+    """
 
     id: int = attrs.field(validator=_ID)
     tx_hash: str = attrs.field(converter=_lower_hex, validator=_tx_hash)
@@ -447,6 +463,13 @@ class QueuedEvent:
     payload: dict[str, Any] = attrs.field(validator=_payload)
     created_at: datetime = attrs.field(converter=_to_utc, validator=_aware)
     processed_at: datetime | None = attrs.field(converter=_to_utc, validator=_aware)
+    attempts: int = attrs.field(default=0, validator=_integer(0))
+    last_error: str | None = attrs.field(default=None, validator=_last_error)
+    last_failed_at: datetime | None = attrs.field(default=None, converter=_to_utc, validator=_aware)
+    next_attempt_at: datetime | None = attrs.field(
+        default=None, converter=_to_utc, validator=_aware
+    )
+    dead_at: datetime | None = attrs.field(default=None, converter=_to_utc, validator=_aware)
 
 
 @attrs.frozen

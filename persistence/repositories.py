@@ -108,6 +108,21 @@ class keyed(operation[P, T]):
         return partial(self.build, context["keyring"])
 
 
+class retried(operation[P, T]):
+    """An event-queue operation given the database's retry policy by keyword: ``max_attempts``
+    and ``retry_delay`` from its settings (``event_max_attempts``, ``event_retry_delay``)."""
+
+    def _builder(self, context: dict[str, Any]) -> Callable[..., Operation[T]]:
+        settings = context.get("settings")
+        if settings is None:  # a repository made without settings: the operation's defaults
+            return self.build
+        return partial(
+            self.build,
+            max_attempts=settings.event_max_attempts,
+            retry_delay=settings.event_retry_delay,
+        )
+
+
 class TradeRepository(Repository[M]):
     """Trades: insert (idempotent on tx_hash and log_index), read, complete, list, count."""
 
@@ -158,13 +173,20 @@ class AccumulatorRepository(Repository[M]):
 
 
 class EventQueue(Repository[M]):
-    """The durable event queue, outside a transaction: enqueue and count.
+    """The durable event queue, outside a transaction: enqueue, count, record a failed attempt,
+    and the dead letters: list, count, revive.
 
     Claiming needs a transaction to hold the claim: see ``TransactionEventQueue``.
+    ``mark_failed`` is here too, for a worker whose transaction could not record the attempt
+    (its connection was lost): it runs in a transaction of its own.
     """
 
     enqueue = operation(event_ops.enqueue)
     count_unprocessed = operation(event_ops.count_unprocessed)
+    mark_failed = retried(event_ops.mark_failed)
+    dead_letters = operation(event_ops.dead_letters)
+    count_dead_letters = operation(event_ops.count_dead_letters)
+    revive = operation(event_ops.revive)
 
 
 class TransactionEventQueue(EventQueue[M]):

@@ -103,4 +103,10 @@ EVENT_COLUMNS: tuple[str, ...] = (
     "payload",
     "created_at",
     "processed_at",
+    # migration 0004: failed attempts and dead letters
+    "attempts",
+    "last_error",
+    "last_failed_at",
+    "next_attempt_at",
+    "dead_at",
 )

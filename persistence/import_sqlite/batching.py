@@ -592,7 +592,20 @@ def _verify(
     verified["trade_accumulators"] = (
         f"{inserted['trade_accumulators']} rows; each side equals what its fills have left, exactly"
     )
-    verified["event_queue"] = f"{inserted['event_queue']} rows; payloads stored as JSONB"
+    # the SQLite layout has no attempts nor dead letters: every event arrives fresh (migration
+    # 0004's columns at their defaults), claimable in its turn unless processed
+    retried = conn.execute(
+        "SELECT count(*) FROM event_queue WHERE attempts <> 0 OR last_error IS NOT NULL "
+        "OR last_failed_at IS NOT NULL OR next_attempt_at IS NOT NULL OR dead_at IS NOT NULL"
+    ).fetchone()
+    if retried is None or retried[0]:
+        raise ImportFailed(
+            f"verification failed: {retried and retried[0]} event(s) arrived with failed "
+            "attempts or as dead letters, which the file cannot hold; nothing was imported"
+        )
+    verified["event_queue"] = (
+        f"{inserted['event_queue']} rows; payloads stored as JSONB; none failed nor dead"
+    )
     return verified
 
 

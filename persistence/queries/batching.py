@@ -38,13 +38,17 @@ from persistence.tables import (
 __all__ = [
     "CLAIM_NEXT_EVENT",
     "COMPLETE_EXECUTION",
+    "COUNT_DEAD_LETTERS",
     "COUNT_UNPROCESSED_EVENTS",
     "ENQUEUE_EVENT",
     "FAIL_EXECUTION",
+    "MARK_EVENT_FAILED",
     "MARK_EVENT_PROCESSED",
     "RECORD_FILL",
+    "REVIVE_EVENT",
     "SELECT_ACCUMULATOR",
     "SELECT_ACCUMULATORS",
+    "SELECT_DEAD_LETTERS",
     "SELECT_EVENT_BY_ID",
     "SELECT_EXECUTION_BY_ID",
     "SELECT_EXECUTION_LINKS",
@@ -128,12 +132,16 @@ INSERT INTO "event_queue" ("tx_hash", "log_index", "block_number", "payload")
 VALUES (%(tx_hash)s, %(log_index)s, %(block_number)s, %(payload)s::jsonb)
 ON CONFLICT ("tx_hash", "log_index") DO NOTHING
 RETURNING "id\""""
-# The oldest unprocessed event, locked until the claiming transaction ends; SKIP LOCKED: a
-# worker passes over the events other workers hold instead of waiting for them.
+# An event that may still be processed: neither processed nor a dead letter (migration 0004's
+# partial index event_queue_live_idx holds exactly these, in claim order).
+_LIVE = EVENTS.processed_at.isnull() & EVENTS.dead_at.isnull()
+# The oldest live event whose backoff, if any, is over, locked until the claiming transaction
+# ends; SKIP LOCKED: a worker passes over the events other workers hold instead of waiting for
+# them. now() is the claiming transaction's start: an event is never claimed early.
 CLAIM_NEXT_EVENT = (
     Query.from_(EVENTS)
     .select(*_EVENT)
-    .where(EVENTS.processed_at.isnull())
+    .where(_LIVE & (EVENTS.next_attempt_at.isnull() | (EVENTS.next_attempt_at <= fn.Now())))
     .orderby(EVENTS.block_number)
     .orderby(EVENTS.log_index)
     .limit(1)
@@ -148,9 +156,53 @@ MARK_EVENT_PROCESSED = (
     .get_sql()
 )
 SELECT_EVENT_BY_ID = Query.from_(EVENTS).select(*_EVENT).where(EVENTS.id == _param("id")).get_sql()
-COUNT_UNPROCESSED_EVENTS = (
-    Query.from_(EVENTS).select(fn.Count("*")).where(EVENTS.processed_at.isnull()).get_sql()
+COUNT_UNPROCESSED_EVENTS = Query.from_(EVENTS).select(fn.Count("*")).where(_LIVE).get_sql()
+
+# One failed attempt (migration 0004). The attempt's time is clock_timestamp(), not now(): the
+# handler may have run long after its transaction began, and the backoff counts from the failure.
+# The backoff is retry_delay * 2^(attempts before this one), at most retry_cap seconds (the
+# exponent is bounded so that the double cannot overflow). The attempt that reaches
+# max_attempts makes the event a dead letter: no next attempt. An event dead already stays dead
+# with its first dead_at; the attempt and its error are still recorded.
+_EVENT_LIST = ", ".join(f'"event_queue"."{column}"' for column in EVENT_COLUMNS)
+MARK_EVENT_FAILED = f"""\
+UPDATE "event_queue" SET
+    "attempts" = "attempts" + 1,
+    "last_error" = %(reason)s,
+    "last_failed_at" = failure.at,
+    "dead_at" = CASE
+        WHEN "dead_at" IS NOT NULL THEN "dead_at"
+        WHEN "attempts" + 1 >= %(max_attempts)s::integer THEN failure.at
+    END,
+    "next_attempt_at" = CASE
+        WHEN "dead_at" IS NULL AND "attempts" + 1 < %(max_attempts)s::integer
+        THEN failure.at + make_interval(secs => least(
+            %(retry_delay)s::float8 * power(2, least("attempts", 30)), %(retry_cap)s::float8))
+    END
+FROM (SELECT clock_timestamp() AS at) AS failure
+WHERE "event_queue"."id" = %(id)s AND "processed_at" IS NULL
+RETURNING {_EVENT_LIST}"""
+# A dead letter back in the queue with a fresh budget of attempts; last_error and
+# last_failed_at stay, as history.
+REVIVE_EVENT = (
+    Query.update(EVENTS)
+    .set(EVENTS.attempts, 0)
+    .set(EVENTS.next_attempt_at, None)
+    .set(EVENTS.dead_at, None)
+    .where((EVENTS.id == _param("id")) & EVENTS.dead_at.notnull() & EVENTS.processed_at.isnull())
+    .returning(*_EVENT)
+    .get_sql()
 )
+_DEAD = EVENTS.dead_at.notnull() & EVENTS.processed_at.isnull()
+SELECT_DEAD_LETTERS = (
+    Query.from_(EVENTS)
+    .select(*_EVENT)
+    .where(_DEAD & (EVENTS.id > _param("after_id")))
+    .orderby(EVENTS.id)
+    .limit(_param("limit"))
+    .get_sql()
+)
+COUNT_DEAD_LETTERS = Query.from_(EVENTS).select(fn.Count("*")).where(_DEAD).get_sql()
 
 
 @cache
