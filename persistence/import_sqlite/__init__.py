@@ -280,7 +280,13 @@ def import_sqlite(
     tables: dict[str, tuple[int, int, int]] = {}
     conn = open_connection(
         build_conninfo(
-            settings, server_url(settings), statement_timeout=settings.import_statement_timeout
+            settings,
+            server_url(settings),
+            statement_timeout=settings.import_statement_timeout,
+            # the import's one transaction converts and verifies rows in Python between its
+            # statements (minutes for a large file), idle in transaction all the while; the bot
+            # is stopped meanwhile, and a crash rolls everything back
+            idle_in_transaction_timeout=0,
         )
     )
     try:
