@@ -36,6 +36,18 @@ def _describe(exc: psycopg.Error) -> str:
     return f"{text} (constraint {constraint})" if constraint and constraint not in text else text
 
 
+# PostgreSQL's message when idle_in_transaction_session_timeout ends a session; a proxy or a
+# connection closed before the FATAL was read may pass on the text without its SQLSTATE
+_IDLE_IN_TRANSACTION_TEXT = "idle-in-transaction timeout"
+
+
+def _idle_in_transaction_timeout(exc: BaseException) -> bool:
+    """Whether the server ended the session for sitting idle inside a transaction (25P03)."""
+    if isinstance(exc, pg.IdleInTransactionSessionTimeout):
+        return True
+    return isinstance(exc, psycopg.Error) and _IDLE_IN_TRANSACTION_TEXT in str(exc)
+
+
 class OperationTimedOut(psycopg.OperationalError):
     """The server did not answer within the client-side deadline; the connection was dropped."""
 
@@ -47,6 +59,13 @@ def translate(exc: BaseException, *, acquire_timeout: float | None = None) -> Pe
             f"{exc}: the network or the server is down (PERSISTENCE_OPERATION_TIMEOUT bounds "
             "each wait). The statement was cancelled where the server could be reached and the "
             "connection dropped; a write may or may not have landed, and retrying it is safe"
+        )
+    if _idle_in_transaction_timeout(exc):
+        return DatabaseUnavailable(
+            "the transaction sat idle longer than the idle-in-transaction timeout "
+            "(PERSISTENCE_IDLE_IN_TRANSACTION_TIMEOUT), so the server ended the session and "
+            "rolled the transaction back: nothing of the block was written. Keep slow work "
+            "(broker calls, sleeps) outside transaction blocks, or raise the setting"
         )
     if isinstance(exc, PoolTimeout | TooManyRequests):
         waited = f" within {acquire_timeout:g} s" if acquire_timeout is not None else ""

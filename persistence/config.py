@@ -33,6 +33,7 @@ ENV_VARS: dict[str, str] = {
     "acquire_timeout": "PERSISTENCE_POOL_TIMEOUT",
     "statement_timeout": "PERSISTENCE_STATEMENT_TIMEOUT",
     "operation_timeout": "PERSISTENCE_OPERATION_TIMEOUT",
+    "idle_in_transaction_timeout": "PERSISTENCE_IDLE_IN_TRANSACTION_TIMEOUT",
     "tcp_user_timeout": "PERSISTENCE_TCP_USER_TIMEOUT",
     "keepalives_idle": "PERSISTENCE_KEEPALIVES_IDLE",
     "keepalives_interval": "PERSISTENCE_KEEPALIVES_INTERVAL",
@@ -156,6 +157,9 @@ class Settings:
     # Client-side bound on each wait for the server, for when the server cannot hear us (a
     # partition, a dead host) and so cannot enforce statement_timeout; 0 disables it.
     operation_timeout: float = attrs.field(default=35.0, validator=_not_negative)
+    # Server-side bound on how long a session may sit idle inside a transaction (a stalled
+    # worker holding row locks); the server then ends the session and rolls back. 0 disables it.
+    idle_in_transaction_timeout: float = attrs.field(default=60.0, validator=_not_negative)
     # Kernel-level detection of a dead peer on every connection (libpq keepalives and
     # tcp_user_timeout); 0 leaves the operating system's default.
     tcp_user_timeout: float = attrs.field(default=30.0, validator=_not_negative)
@@ -231,6 +235,7 @@ _FIELD_TYPES = {
     "acquire_timeout": float,
     "statement_timeout": float,
     "operation_timeout": float,
+    "idle_in_transaction_timeout": float,
     "tcp_user_timeout": float,
     "keepalives_idle": int,
     "keepalives_interval": int,

@@ -47,18 +47,33 @@ def server_url(settings: Settings) -> str:
     return embedded_url(settings.embedded_dir)
 
 
-def build_conninfo(settings: Settings, url: str, *, statement_timeout: float | None = None) -> str:
+def build_conninfo(
+    settings: Settings,
+    url: str,
+    *,
+    statement_timeout: float | None = None,
+    idle_in_transaction_timeout: float | None = None,
+) -> str:
     """libpq connection string: the URL plus per-connection session settings.
 
-    Time zone and statement timeout travel in the startup packet (``options``), so a new
-    connection is configured without an extra round trip. ``statement_timeout`` overrides the
-    setting of that name (migrations and the import have their own). The URL's own options are
-    kept and win, except the time zone: the models promise UTC, so UTC comes last.
+    Time zone, statement timeout and idle-in-transaction timeout travel in the startup packet
+    (``options``), so a new connection is configured without an extra round trip.
+    ``statement_timeout`` and ``idle_in_transaction_timeout`` override the settings of those
+    names (migrations and the import have their own). The URL's own options are kept and win,
+    except the time zone: the models promise UTC, so UTC comes last.
     """
     timeout = settings.statement_timeout if statement_timeout is None else statement_timeout
+    idle = (
+        settings.idle_in_transaction_timeout
+        if idle_in_transaction_timeout is None
+        else idle_in_transaction_timeout
+    )
     params = conninfo_to_dict(url)
     # 0 is sent too: it overrides a role's or database's default, as "disables" promises
-    options = f"-c statement_timeout={round(timeout * 1000)}"
+    options = (
+        f"-c statement_timeout={round(timeout * 1000)} "
+        f"-c idle_in_transaction_session_timeout={round(idle * 1000)}"
+    )
     if params.get("options"):
         options = f"{options} {params['options']}"
     extra: dict[str, Any] = {

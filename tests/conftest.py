@@ -57,6 +57,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 OWN_SERVER_FIXTURES = {"scratch_server", "scratch_url", "ssl_server"}
 
 
+# The per-test timeout (pyproject.toml: 60 s) for the slow tests: seconds by design, so a
+# generous bound, which still ends a hang.
+SLOW_TIMEOUT = 600
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
@@ -64,6 +69,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.db)
         if OWN_SERVER_FIXTURES & fixtures:
             item.add_marker(pytest.mark.slow)
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
 
 
 @pytest.fixture(scope="session")

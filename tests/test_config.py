@@ -145,6 +145,9 @@ def test_conninfo_bounds_the_network_and_forces_utc() -> None:
     assert (params["keepalives_interval"], params["keepalives_count"]) == ("10", "3")
     assert params["tcp_user_timeout"] == "30000"
     # 0 is sent, so a role's default cannot re-impose a timeout; UTC comes after the URL's zone
-    assert params["options"] == "-c statement_timeout=0 -c TimeZone=Asia/Tokyo -c TimeZone=UTC"
+    assert params["options"] == (
+        "-c statement_timeout=0 -c idle_in_transaction_session_timeout=60000 "
+        "-c TimeZone=Asia/Tokyo -c TimeZone=UTC"
+    )
     migration = build_conninfo(Settings(url=url), url, statement_timeout=0)
     assert "statement_timeout=0" in conninfo_to_dict(migration)["options"]

@@ -194,6 +194,7 @@ def test_the_key_file_variant(
     monkeypatch.delenv("PERSISTENCE_TOKEN_KEYS")  # it would win over the file
     path = tmp_path / "keys"
     path.write_text(TEST_TOKEN_KEYS + "\n")
+    path.chmod(0o600)  # the bot's user only: wider modes are refused
     with Database.connect(database_url, token_keys_file=path) as from_file:
         from_file.schwab_auth.save(SECRET_AUTH)
     assert db.schwab_auth.load() == SECRET_AUTH

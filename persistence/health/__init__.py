@@ -81,12 +81,35 @@ def _shipped(directory: Path) -> tuple[Migration, ...]:
     return tuple(load_migrations(directory))
 
 
+def _waiting_now(db: Database | AsyncDatabase, reported: int) -> int:
+    """The requests waiting for a connection now.
+
+    psycopg_pool's ``requests_waiting`` is the length of its queue of waiters, and a waiter
+    that timed out stays queued until a returned connection is offered to it (and refused):
+    on an exhausted pool it is counted long after it gave up. A waiter still waiting has
+    neither a connection nor an error yet.
+    """
+    queue = getattr(db.pool, "_waiting", None)
+    if queue is None:  # another psycopg_pool: its own figure
+        return reported
+    try:
+        # tuple() copies the deque without running Python code, so no thread mutates it midway
+        waiters = tuple(queue)
+    except RuntimeError:
+        return reported
+    return sum(
+        1
+        for waiter in waiters
+        if getattr(waiter, "conn", None) is None and getattr(waiter, "error", None) is None
+    )
+
+
 def _pool_figures(db: Database | AsyncDatabase) -> dict[str, int]:
     stats = db.pool.get_stats()
     return {
         "size": stats.get("pool_size", 0),
         "idle": stats.get("pool_available", 0),
-        "waiting": stats.get("requests_waiting", 0),
+        "waiting": _waiting_now(db, stats.get("requests_waiting", 0)),
         "max_size": db.settings.max_size,
         "connection_errors": stats.get("connections_errors", 0),
         "timeouts": stats.get("requests_errors", 0),

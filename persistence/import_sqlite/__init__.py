@@ -52,10 +52,12 @@ from persistence.import_sqlite.batching import import_batching, is_batching
 from persistence.import_sqlite.convert import (
     _EXACT,
     ImportFailed,
+    SourceDamaged,
     _read_only,
     _RowError,
     _shown,
     _validation_column,
+    source_error,
     to_datetime,
     to_decimal,
 )
@@ -65,7 +67,7 @@ from persistence.runners import run_on
 from persistence.tables import TRADE_COLUMNS
 from persistence.tokens import NO_KEY, Keyring, keyring_for
 
-__all__ = ["ImportFailed", "ImportReport", "Problem", "import_sqlite"]
+__all__ = ["ImportFailed", "ImportReport", "Problem", "SourceDamaged", "import_sqlite"]
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +193,11 @@ def _open_source(path: Path) -> tuple[sqlite3.Connection, str]:
         names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
         raise ImportFailed(f"{path} is not a SQLite database the import can read: {exc}") from None
+    try:
+        _check_intact(conn)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise source_error(path, exc) from None
     if is_batching(names):
         missing = [t for t in BATCHING_TABLES[:4] if t not in names]
         if missing:
@@ -210,6 +217,20 @@ def _open_source(path: Path) -> tuple[sqlite3.Connection, str]:
             f"{path}: the trades table lacks the bot's column(s) {', '.join(missing)}"
         )
     return conn, "trades"
+
+
+def _check_intact(conn: sqlite3.Connection) -> None:
+    """Raise sqlite3.DatabaseError (SQLITE_CORRUPT) unless SQLite finds every page intact.
+
+    ``quick_check`` walks each table's and index's pages (about a second for a million rows), so
+    a damaged file is refused before anything, even a migration, touches PostgreSQL.
+    """
+    problems = [str(row[0]) for row in conn.execute("PRAGMA quick_check(3)")]
+    if problems != ["ok"]:
+        found = " ".join(" ".join(problems).split())  # on one line
+        error = sqlite3.DatabaseError(f"database disk image is malformed ({found[:200]})")
+        error.sqlite_errorcode = 11  # SQLITE_CORRUPT, as SQLite itself reports it
+        raise error
 
 
 _STAGE_COLUMNS = queries.quoted(TRADE_COLUMNS)
@@ -254,6 +275,40 @@ def import_sqlite(
     started = time.monotonic()
     source_path = Path(path)
     source, layout = _open_source(source_path)
+    # a page found damaged while reading (the check at open reads the file's structure, not
+    # every value) fails the import the same way, whenever it is met: nothing is written
+    try:
+        return _import(
+            source,
+            source_path,
+            layout,
+            started,
+            settings,
+            dry_run=dry_run,
+            skip_invalid=skip_invalid,
+            on_problem=on_problem,
+            progress=progress,
+            batch_size=batch_size,
+        )
+    except sqlite3.DatabaseError as exc:
+        raise source_error(source_path, exc) from None
+    finally:
+        source.close()
+
+
+def _import(
+    source: sqlite3.Connection,
+    source_path: Path,
+    layout: str,
+    started: float,
+    settings: Settings | None,
+    *,
+    dry_run: bool,
+    skip_invalid: bool,
+    on_problem: Callable[[Problem], None] | None,
+    progress: IO[str] | None,
+    batch_size: int,
+) -> ImportReport:
     logger.info("%s holds the bot's %s layout", source_path, layout)
     settings = settings or Settings.from_env()
     # the tokens are sealed on the way in: a missing or bad key fails before anything is done
@@ -280,7 +335,13 @@ def import_sqlite(
     tables: dict[str, tuple[int, int, int]] = {}
     conn = open_connection(
         build_conninfo(
-            settings, server_url(settings), statement_timeout=settings.import_statement_timeout
+            settings,
+            server_url(settings),
+            statement_timeout=settings.import_statement_timeout,
+            # the import's one transaction converts and verifies rows in Python between its
+            # statements (minutes for a large file), idle in transaction all the while; the bot
+            # is stopped meanwhile, and a crash rolls everything back
+            idle_in_transaction_timeout=0,
         )
     )
     try:

@@ -28,6 +28,26 @@ class ImportFailed(PersistenceError):
     """The import was refused or did not verify; nothing was written."""
 
 
+class SourceDamaged(ImportFailed):
+    """The SQLite file is damaged (corrupt pages) and cannot be read whole; nothing was written."""
+
+
+# SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
+_DAMAGE_CODES = (11, 26)
+
+
+def source_error(path: Path, exc: sqlite3.DatabaseError) -> ImportFailed:
+    """Our error for a failure reading the SQLite file at ``path``; nothing was written."""
+    reason = str(exc).strip() or type(exc).__name__
+    if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in _DAMAGE_CODES:
+        return SourceDamaged(
+            f"{path} is damaged: {reason}; nothing was imported. Recover what SQLite still can "
+            f"into a new file (`sqlite3 {path} .recover | sqlite3 recovered.db`) and import "
+            "that, after checking it"
+        )
+    return ImportFailed(f"reading {path} failed: {reason}; nothing was imported")
+
+
 class _RowError(Exception):
     def __init__(self, column: str, value: Any, reason: str) -> None:
         self.column, self.value, self.reason = column, value, reason

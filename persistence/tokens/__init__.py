@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import secrets
+import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,6 +150,14 @@ def development_keyring(embedded_dir: Path) -> Keyring:
 
 def _read_keys_file(path: Path, source: str) -> Keyring:
     try:
+        mode = path.stat().st_mode  # of the file a symlink (a mounted secret) points at
+        # as ssh does with a private key: keys that other users could read (or replace) are
+        # refused, before they are read
+        if os.name == "posix" and mode & 0o077:
+            raise ConfigurationError(
+                f"{source} is accessible by group or others (mode {stat.S_IMODE(mode):04o}): "
+                f"the token keys must be readable by the bot's user only; run `chmod 600 {path}`"
+            )
         text = path.read_text()
     except OSError as exc:
         raise ConfigurationError(f"{source} cannot be read: {exc.strerror}") from None
