@@ -32,7 +32,7 @@ class Conflict(PersistenceError):
 
 
 class InvalidTransition(Conflict):
-    """A trade cannot move from its current status to the requested one."""
+    """A trade, execution or queued event cannot move from its current state to the requested one."""
 
 
 class TokenDecryptionFailed(PersistenceError):
