@@ -15,12 +15,15 @@ from typing import Any
 from persistence.converter import execution_from_row, link_from_row
 from persistence.errors import InvalidTransition, NotFound, ValidationError
 from persistence.models import (
+    _SURROGATE_REASON,
     INT64_MAX,
     PRICE_CENTS,
     Execution,
     ExecutionLink,
     ExecutionStatus,
     check_decimal,
+    check_symbol,
+    surrogate_at,
 )
 from persistence.operations import ALL, Query, Step, Steps
 from persistence.queries import batching as sql
@@ -33,9 +36,7 @@ def check_id(name: str, value: Any) -> int:
 
 
 def _symbol(symbol: Any) -> str:
-    if not isinstance(symbol, str) or not symbol or len(symbol) > 16 or symbol != symbol.strip():
-        raise ValidationError(f"symbol={symbol!r}: must be a str of 1 to 16 characters")
-    return symbol
+    return check_symbol("symbol", symbol)
 
 
 def _execution(row: Any) -> Execution | None:
@@ -64,6 +65,8 @@ def complete(execution_id: int, *, order_id: str, price_cents: Decimal | int) ->
         )
     if len(order_id) > 256:
         raise ValidationError("order_id: is longer than 256 characters")
+    if surrogate_at(order_id) is not None:
+        raise ValidationError(f"order_id={order_id!r}: holds a lone surrogate; {_SURROGATE_REASON}")
     if type(price_cents) is int:
         price_cents = Decimal(price_cents)
     check_decimal("price_cents", price_cents, PRICE_CENTS)

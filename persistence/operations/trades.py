@@ -13,7 +13,17 @@ from persistence import queries
 from persistence.converter import trade_copy_row, trade_from_row
 from persistence.converter import trade_params as _params
 from persistence.errors import Conflict, InvalidTransition, NotFound, ValidationError
-from persistence.models import _TX_HASH, PRICE_CENTS, Trade, TradeStatus, check_decimal
+from persistence.models import (
+    _SURROGATE_REASON,
+    _TX_HASH,
+    PRICE_CENTS,
+    Trade,
+    TradeStatus,
+    check_decimal,
+    check_symbol,
+    surrogate_at,
+    to_utc,
+)
 from persistence.operations import ALL, COUNT, NONE, Batch, Copy, Query, Step, Steps
 
 MAX_PAGE = 10_000
@@ -36,9 +46,14 @@ def status_of(value: Any) -> TradeStatus:
     return member
 
 
-def _aware(name: str, value: datetime | None) -> None:
-    if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
+def _aware(name: str, value: datetime | None) -> datetime | None:
+    """``value`` in UTC (None stays None); ValidationError unless it is an aware datetime that
+    UTC can hold."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.utcoffset() is None:
         raise ValidationError(f"{name}={value!r}: must be a timezone-aware datetime")
+    return to_utc(name, value)
 
 
 def _new_id(row: Any) -> int | None:
@@ -154,6 +169,10 @@ def update_status(
         not isinstance(schwab_order_id, str) or not schwab_order_id.strip()
     ):
         raise ValidationError(f"schwab_order_id={schwab_order_id!r}: must be a non-empty str")
+    if schwab_order_id is not None and surrogate_at(schwab_order_id) is not None:
+        raise ValidationError(
+            f"schwab_order_id={schwab_order_id!r}: holds a lone surrogate; {_SURROGATE_REASON}"
+        )
     if schwab_price_per_share_cents is not None:
         check_decimal("schwab_price_per_share_cents", schwab_price_per_share_cents, PRICE_CENTS)
     params.update(
@@ -211,13 +230,11 @@ def list(
         raise ValidationError(f"limit={limit!r}: must be an int from 1 to {MAX_PAGE}")
     if after_id is not None and type(after_id) is not int:
         raise ValidationError(f"after_id={after_id!r}: must be an int")
-    _aware("since", since)
-    _aware("until", until)
     sql, params = queries.list_trades(
         status=None if status is None else status_of(status).value,
-        ticker=ticker,
-        since=since,
-        until=until,
+        ticker=None if ticker is None else check_symbol("ticker", ticker),
+        since=_aware("since", since),
+        until=_aware("until", until),
         limit=limit,
         after_id=0 if after_id is None else after_id,
     )
