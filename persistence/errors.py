@@ -32,7 +32,7 @@ class Conflict(PersistenceError):
 
 
 class InvalidTransition(Conflict):
-    """A trade, execution or queued event cannot move from its current state to the requested one."""
+    """A trade, execution or queued event cannot move from its state to the requested one."""
 
 
 class TokenDecryptionFailed(PersistenceError):

@@ -7,7 +7,9 @@ timezone-aware and are normalised to UTC. ``tx_hash`` is normalised to lower cas
 
 from __future__ import annotations
 
+import math
 import re
+import unicodedata
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from enum import StrEnum
@@ -21,8 +23,10 @@ __all__ = [
     "AMOUNT",
     "IO_RATIO",
     "MAX_EVENT_ERROR",
+    "MAX_JSON_DEPTH",
     "MAX_SHARES",
     "PRICE_CENTS",
+    "SYMBOL_PATTERN",
     "Accumulator",
     "Execution",
     "ExecutionLink",
@@ -35,8 +39,12 @@ __all__ = [
     "SchwabAuth",
     "Trade",
     "TradeStatus",
+    "check_json_object",
+    "check_symbol",
     "io_ratio",
     "price_per_share_cents",
+    "surrogate_at",
+    "to_utc",
 ]
 
 
@@ -151,9 +159,30 @@ def _to_decimal(value: Any) -> Any:
     return value
 
 
+def to_utc(name: str, value: datetime) -> datetime:
+    """The aware ``value`` in UTC; ValidationError naming ``name`` when UTC cannot hold it.
+
+    ``datetime.max`` one hour west of UTC is in year 10000 in UTC, which Python cannot represent
+    (PostgreSQL could: its range is 4713 BC to 294276 AD, wider than Python's on both sides).
+    """
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        pass  # raised below, outside the handler: no chained OverflowError
+    raise _fail(
+        name,
+        value,
+        "is outside the range of datetime once converted to UTC (years 1 to 9999); pass a "
+        "moment within that range",
+    )
+
+
 def _to_utc(value: Any) -> Any:
     if isinstance(value, datetime) and value.tzinfo is not None and value.utcoffset() is not None:
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            return value  # left in its zone: _aware, which knows the field's name, refuses it
     return value
 
 
@@ -169,6 +198,26 @@ def _aware(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
             "must be timezone-aware: a naive datetime is ambiguous; attach a zone, e.g. "
             "datetime.now(UTC) or value.replace(tzinfo=UTC) for a UTC reading",
         )
+    if value.tzinfo is not UTC:  # _to_utc could not convert it
+        to_utc(attribute.name, value)
+
+
+# A lone surrogate (U+D800 to U+DFFF unpaired, e.g. from bytes decoded with surrogateescape or
+# a JSON "\ud800" escape) is a str character that UTF-8 cannot encode: psycopg would raise a
+# UnicodeEncodeError whose repr carries the whole string. Refused first, by position.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_REASON = (
+    "UTF-8 cannot encode a lone surrogate, so PostgreSQL cannot store it; it usually comes from "
+    "bytes decoded with errors='surrogateescape' or a bad JSON escape: decode the source strictly"
+)
+
+
+def surrogate_at(value: str) -> int | None:
+    """The index of the first lone surrogate in ``value``, or None when UTF-8 can encode it."""
+    if value.isascii():
+        return None
+    found = _SURROGATE.search(value)
+    return None if found is None else found.start()
 
 
 def _text(*, optional: bool = False, max_length: int = 256) -> Any:
@@ -181,6 +230,13 @@ def _text(*, optional: bool = False, max_length: int = 256) -> Any:
             raise _fail(attribute.name, value, "must be non-empty, without surrounding spaces")
         if "\x00" in value:
             raise _fail(attribute.name, value, "must not contain a NUL character")
+        if (index := surrogate_at(value)) is not None:
+            raise _fail(
+                attribute.name,
+                value,
+                f"holds a lone surrogate (U+{ord(value[index]):04X}) at index {index}: "
+                + _SURROGATE_REASON,
+            )
         if len(value) > max_length:
             raise _fail(attribute.name, value, f"is longer than {max_length} characters")
 
@@ -202,11 +258,90 @@ def check_text(name: str, value: Any, *, optional: bool = False, max_length: int
 
 
 def _secret(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    # like _text, but the message never shows the value
+    # like _text, but the message never shows the value, nor any part or position of it
     if not isinstance(value, str) or not value or "\x00" in value:
         raise ValidationError(
             f"{attribute.name} must be a non-empty str without NUL characters (value not shown)"
         )
+    if surrogate_at(value) is not None:
+        raise ValidationError(
+            f"{attribute.name} holds a lone surrogate (value not shown): {_SURROGATE_REASON}"
+        )
+
+
+# Characters that show nothing or change how text around them looks: control (Cc), format (Cf,
+# e.g. the zero-width space U+200B), surrogate (Cs), private use (Co), line and paragraph
+# separators (Zl, Zp). Two symbols that differ only by one of them look the same.
+_INVISIBLE = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+
+
+def _visible_text(*, max_length: int) -> Any:
+    """``_text``, and every character visible and in NFKC form: a full-width or otherwise
+    compatibility form of a letter (U+FF21 for 'A') is a lookalike of the plain one."""
+    text = _text(max_length=max_length)
+
+    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        text(instance, attribute, value)
+        if value.isascii() and value.isprintable():
+            return
+        for index, char in enumerate(value):
+            if unicodedata.category(char) in _INVISIBLE:
+                raise _fail(
+                    attribute.name,
+                    value,
+                    f"holds an invisible or control character (U+{ord(char):04X}) at index "
+                    f"{index}: it would make a lookalike of another symbol; remove it",
+                )
+        if unicodedata.normalize("NFKC", value) != value:
+            raise _fail(
+                attribute.name,
+                value,
+                "is not in Unicode NFKC form (full-width or other compatibility characters "
+                "look like plain ones): store "
+                f"{unicodedata.normalize('NFKC', value)!r} instead if that is the symbol",
+            )
+
+    return validate
+
+
+# A symbol (Fill.symbol, Execution.symbol, Accumulator.symbol, Trade.schwab_ticker): ASCII only,
+# so that no lookalike ('AAPL\u200b', full-width '\uff21\uff21\uff30\uff2c', Cyrillic
+# '\u0410') starts books of its own.
+# Case is kept: 'tAAPL' and 'TAAPL' are two symbols.
+SYMBOL_PATTERN = "[A-Za-z0-9./-]{1,16}"
+_SYMBOL_FORM = re.compile(SYMBOL_PATTERN)
+_SYMBOL_RULE = (
+    "a symbol is 1 to 16 ASCII letters, digits, '.', '-' or '/' (e.g. 'AAPL', 'BRK.B', "
+    "'BRK/B'), case kept"
+)
+
+
+def check_symbol(name: str, value: Any) -> str:
+    """``value`` if it is a symbol (``SYMBOL_PATTERN``); else ValidationError naming ``name``
+    and the first character that is not allowed."""
+    if isinstance(value, str) and _SYMBOL_FORM.fullmatch(value):
+        return value
+    if not isinstance(value, str):
+        raise _fail(name, value, f"must be a str, not {type(value).__name__}: {_SYMBOL_RULE}")
+    if not value:
+        raise _fail(name, value, f"must be non-empty: {_SYMBOL_RULE}")
+    if len(value) > 16:
+        raise _fail(name, value, f"is longer than 16 characters: {_SYMBOL_RULE}")
+    index, char = next((i, c) for i, c in enumerate(value) if not _SYMBOL_FORM.match(c))
+    if char == " ":
+        described = "a space"
+    elif char.isprintable():
+        described = f"{char!r} (U+{ord(char):04X})"
+    else:
+        described = f"U+{ord(char):04X}"
+    raise _fail(name, value, f"holds {described} at index {index}, not allowed: {_SYMBOL_RULE}")
+
+
+def _symbol(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    check_symbol(attribute.name, value)
+
+
+_SYMBOL = _symbol
 
 
 def _lower_hex(value: Any) -> Any:
@@ -260,11 +395,11 @@ class Trade:
 
     tx_hash: str = attrs.field(converter=_lower_hex, validator=_tx_hash)
     log_index: int = attrs.field(validator=_integer(0))
-    onchain_input_symbol: str = attrs.field(validator=_text(max_length=64))
+    onchain_input_symbol: str = attrs.field(validator=_visible_text(max_length=64))
     onchain_input_amount: Decimal = attrs.field(
         converter=_to_decimal, validator=_decimal_field(AMOUNT)
     )
-    onchain_output_symbol: str = attrs.field(validator=_text(max_length=64))
+    onchain_output_symbol: str = attrs.field(validator=_visible_text(max_length=64))
     onchain_output_amount: Decimal = attrs.field(
         converter=_to_decimal, validator=_decimal_field(AMOUNT)
     )
@@ -274,7 +409,7 @@ class Trade:
     onchain_price_per_share_cents: Decimal = attrs.field(
         converter=_to_decimal, validator=_decimal_field(PRICE_CENTS)
     )
-    schwab_ticker: str = attrs.field(validator=_text(max_length=16))
+    schwab_ticker: str = attrs.field(validator=_SYMBOL)
     schwab_instruction: Instruction = attrs.field(converter=_to_instruction)
     schwab_quantity: int = attrs.field(validator=_integer(1))
     schwab_price_per_share_cents: Decimal | None = attrs.field(
@@ -347,7 +482,6 @@ def price_per_share_cents(usdc_amount: Decimal, shares: Decimal) -> Decimal:
 
 # --- the trade-batching model ----------------------------------------------------------------
 
-_SYMBOL = _text(max_length=16)
 _ID = _integer(1, INT64_MAX)
 _OPTIONAL_ID = _integer(1, INT64_MAX, optional=True)
 
@@ -430,11 +564,93 @@ class ExecutionLink:
     )
 
 
-def _payload(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, dict):
-        raise _fail(
-            attribute.name, value, f"must be a dict (a JSON object), not {type(value).__name__}"
+# The deepest nesting of objects and arrays a JSON value may have, the outer object being level
+# 1. Deeper input is refused before anything recurses over it (json.dumps, the server's parser).
+MAX_JSON_DEPTH = 64
+
+
+def _json_path(name: str, path: tuple[str | int, ...]) -> str:
+    return name + "".join(f"[{_short(step)}]" for step in path)
+
+
+def _json_text(name: str, path: tuple[str | int, ...], text: str, what: str) -> None:
+    if "\x00" in text:
+        raise ValidationError(
+            f"{_json_path(name, path)}: {what} holds a NUL character (U+0000) at index "
+            f"{text.index(chr(0))}, which jsonb cannot store; remove it (or encode the text, "
+            "e.g. as base64)"
         )
+    if (index := surrogate_at(text)) is not None:
+        raise ValidationError(
+            f"{_json_path(name, path)}: {what} holds a lone surrogate "
+            f"(U+{ord(text[index]):04X}) at index {index}: {_SURROGATE_REASON}"
+        )
+
+
+def check_json_object(name: str, value: Any) -> None:
+    """Raise ValidationError unless ``value`` is a JSON object that jsonb stores as given.
+
+    Allowed: dict with str keys, list or tuple (stored as an array), str, int, finite float,
+    bool, None; at most ``MAX_JSON_DEPTH`` levels deep. Refused, naming the path (e.g.
+    ``payload['trade'][0]``, never a string's value): a key that is not a str (json.dumps would
+    turn ``1`` into ``'1'`` and lose one of ``{1: 'a', '1': 'b'}``), NUL or a lone surrogate in
+    a key or string, NaN and Infinity, a Decimal (convert it to str, which keeps it exact), and
+    any other type. Walks the value with a stack, so no depth of input makes it recurse.
+    """
+    if not isinstance(value, dict):
+        raise ValidationError(f"{name} must be a dict (a JSON object), not {type(value).__name__}")
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            _json_text(name, path, item, "the string")
+        elif item is None or isinstance(item, bool | int):
+            continue
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValidationError(
+                    f"{_json_path(name, path)}={item!r} cannot be stored as JSON: NaN and "
+                    "Infinity are not JSON numbers; store None or a string instead"
+                )
+        elif isinstance(item, dict | list | tuple):
+            if len(path) >= MAX_JSON_DEPTH:
+                raise ValidationError(
+                    f"{_json_path(name, path[:3])}...: nested more than {MAX_JSON_DEPTH} levels "
+                    "deep; flatten the value"
+                )
+            if isinstance(item, dict):
+                for key, member in item.items():
+                    if not isinstance(key, str):
+                        raise ValidationError(
+                            f"{_json_path(name, path)}: the key {_short(key)} is of type "
+                            f"{type(key).__name__}; JSON object keys are str (json.dumps would "
+                            "turn it into a string that may collide with another key): convert "
+                            "the keys to str first"
+                        )
+                    _json_text(name, (*path, key), key, "the key")
+                    stack.append((member, (*path, key)))
+            else:
+                stack.extend((member, (*path, index)) for index, member in enumerate(item))
+        elif isinstance(item, Decimal):
+            raise ValidationError(
+                f"{_json_path(name, path)}: a Decimal cannot be stored as JSON exactly (a JSON "
+                "number is read back as a binary float by most parsers); convert it to str, "
+                "which keeps every digit"
+            )
+        else:
+            raise ValidationError(
+                f"{_json_path(name, path)}: a {type(item).__name__} cannot be stored as JSON; "
+                "convert it first (a datetime to isoformat(), bytes to base64 text)"
+            )
+
+
+def _short(value: Any) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def _payload(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    check_json_object(attribute.name, value)
 
 
 # the longest failure reason an event keeps (migration 0004's CHECK); longer ones are truncated

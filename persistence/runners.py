@@ -17,7 +17,8 @@ from typing import Any
 import psycopg
 
 from persistence._translate import translate
-from persistence.errors import PersistenceError
+from persistence.errors import PersistenceError, ValidationError
+from persistence.models import _SURROGATE_REASON, surrogate_at
 from persistence.operations import ALL, COUNT, ONE, Batch, Copy, Operation, Query, Step, Steps
 
 __all__ = ["arun_on", "run_on"]
@@ -59,7 +60,29 @@ def _fetched(cursor: psycopg.Cursor[Any], fetch: int) -> Any:
     return cursor.rowcount if fetch == COUNT else None
 
 
+def _unencodable(step: Query[Any] | Copy) -> ValidationError:
+    """The error for a text parameter UTF-8 cannot encode (a lone surrogate) that no check
+    before caught: psycopg's UnicodeEncodeError would carry the whole text in its repr, which
+    may be a token. Names the parameter, never the value."""
+    params = step.params if isinstance(step, Query) else None
+    names = sorted(
+        name
+        for name, value in (params.items() if isinstance(params, dict) else ())
+        if isinstance(value, str) and surrogate_at(value) is not None
+    )
+    where = ", ".join(names) if names else "a text value"
+    return ValidationError(f"{where} holds a lone surrogate (value not shown): {_SURROGATE_REASON}")
+
+
 def _execute(conn: Connection, step: Query[Any] | Copy) -> Any:
+    try:
+        return _send(conn, step)
+    except UnicodeEncodeError:
+        pass  # raised below, outside the handler, so that no chained exception keeps the text
+    raise _unencodable(step)
+
+
+def _send(conn: Connection, step: Query[Any] | Copy) -> Any:
     if type(step) is Query:
         return _fetched(conn.execute(step.sql, step.params, binary=step.binary), step.fetch)
     assert isinstance(step, Copy)
@@ -114,6 +137,14 @@ async def _afetched(cursor: psycopg.AsyncCursor[Any], fetch: int) -> Any:
 
 
 async def _aexecute(conn: AsyncConnection, step: Query[Any] | Copy) -> Any:
+    try:
+        return await _asend(conn, step)
+    except UnicodeEncodeError:
+        pass  # as in _execute
+    raise _unencodable(step)
+
+
+async def _asend(conn: AsyncConnection, step: Query[Any] | Copy) -> Any:
     if type(step) is Query:
         cursor = await conn.execute(step.sql, step.params, binary=step.binary)
         return await _afetched(cursor, step.fetch)

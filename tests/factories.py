@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Context, Decimal
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from persistence import Fill, Instruction, SchwabAuth, Trade, TradeStatus
+from persistence.models import SYMBOL_PATTERN
 
 
 def tx_hash() -> str:
@@ -85,6 +87,21 @@ texts = st.text(
     min_size=1,
     max_size=16,
 ).filter(lambda s: s == s.strip() and s != "")
+# on-chain symbols: visible text in NFKC form (persistence.models._visible_text)
+_INVISIBLE = ("Cc", "Cf", "Cs", "Co", "Zl", "Zp")
+visible_texts = (
+    st.text(alphabet=st.characters(blacklist_categories=_INVISIBLE), min_size=1, max_size=16)
+    .map(lambda s: unicodedata.normalize("NFKC", s))
+    .filter(
+        lambda s: (
+            s == s.strip()
+            and 0 < len(s) <= 64
+            and not any(unicodedata.category(c) in _INVISIBLE for c in s)
+        )
+    )
+)
+# tickers and symbols: persistence.models.SYMBOL_PATTERN
+symbols = st.from_regex(SYMBOL_PATTERN, fullmatch=True)
 hashes = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex()) | st.binary(
     min_size=32, max_size=32
 ).map(lambda b: "0x" + b.hex().upper())
@@ -98,13 +115,13 @@ def trades(draw: st.DrawFn) -> Trade:
     return Trade(
         tx_hash=draw(hashes),
         log_index=draw(st.integers(0, 2**31 - 1)),
-        onchain_input_symbol=draw(texts),
+        onchain_input_symbol=draw(visible_texts),
         onchain_input_amount=draw(amounts),
-        onchain_output_symbol=draw(texts),
+        onchain_output_symbol=draw(visible_texts),
         onchain_output_amount=draw(amounts),
         onchain_io_ratio=draw(ratios),
         onchain_price_per_share_cents=draw(prices),
-        schwab_ticker=draw(texts),
+        schwab_ticker=draw(symbols),
         schwab_instruction=draw(st.sampled_from(list(Instruction))),
         schwab_quantity=draw(st.integers(1, 2**31 - 1)),
         schwab_price_per_share_cents=draw(st.none() | prices),

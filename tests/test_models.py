@@ -81,7 +81,7 @@ INVALID: list[tuple[str, Any, str]] = [
     ("status", "DONE", "not a valid TradeStatus"),
     ("created_at", datetime(2026, 1, 1), "timezone-aware"),
     ("schwab_ticker", "", "non-empty"),
-    ("schwab_ticker", " AAPL", "surrounding spaces"),
+    ("schwab_ticker", " AAPL", "a space at index 0"),
     ("onchain_input_symbol", "US\x00DC", "NUL"),
     ("schwab_order_id", "", "non-empty"),
 ]

@@ -25,7 +25,7 @@ from persistence.config import (
 )
 from persistence.converter import event_from_row
 from persistence.errors import InvalidTransition, NotFound, ValidationError
-from persistence.models import INT32_MAX, INT64_MAX, MAX_EVENT_ERROR, QueuedEvent
+from persistence.models import INT32_MAX, INT64_MAX, MAX_EVENT_ERROR, QueuedEvent, check_json_object
 from persistence.operations import ALL, Query, Step, Steps
 from persistence.operations.executions import check_id
 from persistence.operations.trades import MAX_PAGE, key
@@ -33,17 +33,14 @@ from persistence.queries import batching as sql
 
 
 def _payload(payload: Any) -> str:
-    if not isinstance(payload, dict):
-        raise ValidationError(
-            f"payload must be a dict (a JSON object), not {type(payload).__name__}"
-        )
+    # keys, depth, NUL, surrogates, NaN, types: refused with the path before json.dumps recurses
+    check_json_object("payload", payload)
     try:
         # allow_nan=False: NaN and Infinity are not JSON, and the server would refuse them
         return json.dumps(payload, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # left: an int of more than 4300 digits
         raise ValidationError(
-            f"payload cannot be stored as JSON: {exc}; convert such values first "
-            "(a Decimal to str, a datetime to isoformat())"
+            f"payload cannot be stored as JSON: {exc}; convert such values first"
         ) from None
 
 

@@ -21,6 +21,7 @@ from persistence.models import (
     ExecutionLink,
     ExecutionStatus,
     check_decimal,
+    check_symbol,
     check_text,
 )
 from persistence.operations import ALL, Query, Step, Steps
@@ -34,9 +35,7 @@ def check_id(name: str, value: Any) -> int:
 
 
 def _symbol(symbol: Any) -> str:
-    if not isinstance(symbol, str) or not symbol or len(symbol) > 16 or symbol != symbol.strip():
-        raise ValidationError(f"symbol={symbol!r}: must be a str of 1 to 16 characters")
-    return symbol
+    return check_symbol("symbol", symbol)
 
 
 def _execution(row: Any) -> Execution | None:

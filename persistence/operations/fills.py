@@ -8,7 +8,7 @@ from typing import Any
 
 from persistence.converter import execution_from_row, fill_from_row
 from persistence.errors import ValidationError
-from persistence.models import Execution, Fill, Instruction, RecordedFill
+from persistence.models import Execution, Fill, Instruction, RecordedFill, check_symbol
 from persistence.operations import ALL, Query
 from persistence.operations.trades import MAX_PAGE, _aware, key
 from persistence.queries import batching as sql
@@ -85,13 +85,13 @@ def list(
         raise ValidationError(f"after_id={after_id!r}: must be an int")
     if direction is not None and direction not in ("BUY", "SELL"):
         raise ValidationError(f"direction={direction!r}: use BUY or SELL")
-    _aware("since", since)
-    _aware("until", until)
+    if symbol is not None:
+        check_symbol("symbol", symbol)
     statement, params = sql.list_fills(
         symbol=symbol,
         direction=None if direction is None else str(direction),
-        since=since,
-        until=until,
+        since=_aware("since", since),
+        until=_aware("until", until),
         limit=limit,
         after_id=0 if after_id is None else after_id,
     )

@@ -19,7 +19,9 @@ from persistence.models import (
     Trade,
     TradeStatus,
     check_decimal,
+    check_symbol,
     check_text,
+    to_utc,
 )
 from persistence.operations import ALL, COUNT, NONE, Batch, Copy, Query, Step, Steps
 
@@ -43,9 +45,14 @@ def status_of(value: Any) -> TradeStatus:
     return member
 
 
-def _aware(name: str, value: datetime | None) -> None:
-    if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
+def _aware(name: str, value: datetime | None) -> datetime | None:
+    """``value`` in UTC (None stays None); ValidationError unless it is an aware datetime that
+    UTC can hold."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.utcoffset() is None:
         raise ValidationError(f"{name}={value!r}: must be a timezone-aware datetime")
+    return to_utc(name, value)
 
 
 def _new_id(row: Any) -> int | None:
@@ -216,13 +223,11 @@ def list(
         raise ValidationError(f"limit={limit!r}: must be an int from 1 to {MAX_PAGE}")
     if after_id is not None and type(after_id) is not int:
         raise ValidationError(f"after_id={after_id!r}: must be an int")
-    _aware("since", since)
-    _aware("until", until)
     sql, params = queries.list_trades(
         status=None if status is None else status_of(status).value,
-        ticker=ticker,
-        since=since,
-        until=until,
+        ticker=None if ticker is None else check_symbol("ticker", ticker),
+        since=_aware("since", since),
+        until=_aware("until", until),
         limit=limit,
         after_id=0 if after_id is None else after_id,
     )

@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from persistence.config import ENV_VARS, Settings
-from persistence.errors import ConfigurationError, TokenDecryptionFailed
+from persistence.errors import ConfigurationError, TokenDecryptionFailed, ValidationError
 
 __all__ = ["Keyring", "development_keyring", "keyring_for", "new_key", "parse_keyring"]
 
@@ -60,8 +60,9 @@ class Keyring:
 
     def seal(self, plaintext: str, context: bytes) -> tuple[str, bytes]:
         """(key id, nonce || ciphertext || tag) of ``plaintext`` under the current key."""
+        encoded = _utf8(plaintext)
         nonce = os.urandom(NONCE_BYTES)
-        sealed = self._ciphers[self.current].encrypt(nonce, plaintext.encode(), context)
+        sealed = self._ciphers[self.current].encrypt(nonce, encoded, context)
         return self.current, nonce + sealed
 
     def unseal(self, key_id: str, blob: bytes, context: bytes) -> str:
@@ -82,6 +83,17 @@ class Keyring:
                 "changed, or moved to another row or column. Check the key for that id; if the "
                 "data was tampered with, save fresh tokens from Schwab"
             ) from None
+
+
+def _utf8(token: str) -> bytes:
+    """``token`` as UTF-8; a ValidationError that shows no part of it when it cannot be."""
+    try:
+        return token.encode()
+    except UnicodeEncodeError:
+        pass  # raised below, outside the handler: the UnicodeEncodeError's repr holds the token
+    raise ValidationError(
+        "a Schwab token holds a lone surrogate, which UTF-8 cannot encode (value not shown)"
+    )
 
 
 def parse_keyring(text: str, source: str = KEYS_VAR) -> Keyring:

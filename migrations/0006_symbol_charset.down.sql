@@ -1,0 +1,4 @@
+-- revert: symbol charset
+ALTER TABLE trade_accumulators DROP CONSTRAINT trade_accumulators_symbol_charset_check;
+ALTER TABLE schwab_executions DROP CONSTRAINT schwab_executions_symbol_charset_check;
+ALTER TABLE onchain_trades DROP CONSTRAINT onchain_trades_symbol_charset_check;
