@@ -660,6 +660,9 @@ MAX_EVENT_ERROR = 2000
 def _last_error(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and (not isinstance(value, str) or not 1 <= len(value) <= MAX_EVENT_ERROR):
         raise _fail(attribute.name, value, f"must be None or a str of 1 to {MAX_EVENT_ERROR} chars")
+    if value is not None and ("\x00" in value or surrogate_at(value) is not None):
+        # mark_failed escapes these; a value built by hand must not carry them either
+        raise _fail(attribute.name, value, "must not hold a NUL or a lone surrogate")
 
 
 @attrs.frozen

@@ -131,6 +131,7 @@ STR_FIELDS = [
     ("Execution", "order_id"),
     ("Accumulator", "symbol"),
     ("QueuedEvent", "tx_hash"),
+    ("QueuedEvent", "last_error"),
 ]
 
 
