@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -254,7 +255,9 @@ class SilentProxy:
     """A TCP proxy on loopback to the test server that can go silent.
 
     Silent, it forwards nothing and closes nothing: to the client, a network partition or a
-    dead host, which no server-side timeout can see. ``url(database_url)`` points a URL at it.
+    dead host, which no server-side timeout can see. With ``swallow_replies``, requests still
+    reach the server (which commits) but the client hears nothing; ``cut()`` then closes every
+    connection: a reply lost for real. ``url(database_url)`` points a URL at it.
     """
 
     def __init__(self, database_url: str) -> None:
@@ -263,6 +266,7 @@ class SilentProxy:
         port = int(params.get("port") or 5432)
         self.upstream: Any = f"{host}/.s.PGSQL.{port}" if host.startswith("/") else (host, port)
         self.silent = False
+        self.swallow_replies = False
         self._sockets: list[socket.socket] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -284,21 +288,31 @@ class SilentProxy:
             server = socket.socket(family)
             server.connect(self.upstream)
             self._sockets.append(server)
-            for source, sink in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+            for source, sink, replies in ((client, server, False), (server, client, True)):
+                threading.Thread(
+                    target=self._pump, args=(source, sink, replies), daemon=True
+                ).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         while True:
             try:
                 data = source.recv(65536)
                 if not data:
                     return
-                if not self.silent:  # silent: swallowed, as a partition would
+                # silent: swallowed, as a partition would; replies alone: a reply lost
+                if not (self.silent or (replies and self.swallow_replies)):
                     sink.sendall(data)
             except OSError:
                 return
 
+    def cut(self) -> None:
+        """Close every connection through the proxy; it keeps accepting new ones."""
+        sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):  # the other side may have closed it already
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
     def close(self) -> None:
         self._listener.close()
-        for sock in self._sockets:
-            sock.close()
+        self.cut()

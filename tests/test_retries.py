@@ -8,8 +8,6 @@ Order ids that the models refuse are refused by ``update_status`` and ``complete
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +18,6 @@ from typing import Any
 import attrs
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from persistence import (
     Conflict,
@@ -36,6 +33,7 @@ from persistence import (
 from persistence.migrate import load_migrations
 from persistence.models import MAX_SHARES
 from tests.factories import make_fill, make_trade
+from tests.support import SilentProxy
 from tests.test_batching import violations
 
 D = Decimal
@@ -241,62 +239,9 @@ def test_migration_0005_changes_record_fill_and_its_down_restores_0002s(
 # --- a reply lost for real ---------------------------------------------------------------------
 
 
-class ReplyCutter:
-    """A TCP proxy to the test server that can swallow the server's replies, then cut.
-
-    With ``swallow`` set, requests still reach the server and it commits, but the client hears
-    nothing; ``cut()`` then closes every connection: to the client, the connection dropped after
-    the server committed, a reply lost for real.
-    """
-
-    def __init__(self, database_url: str) -> None:
-        params = conninfo_to_dict(database_url)
-        self.upstream = (str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432))
-        self.swallow = False
-        self._sockets: list[socket.socket] = []
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def url(self, database_url: str) -> str:
-        return make_conninfo(database_url, host="127.0.0.1", port=self._listener.getsockname()[1])
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            server = socket.create_connection(self.upstream)
-            self._sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
-        while True:
-            try:
-                data = source.recv(65536)
-                if not data:
-                    return
-                if not (replies and self.swallow):
-                    sink.sendall(data)
-            except OSError:
-                return
-
-    def cut(self) -> None:
-        sockets, self._sockets = self._sockets, []
-        for sock in sockets:
-            with contextlib.suppress(OSError):  # the other side may have closed it already
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
-
-    def close(self) -> None:
-        self._listener.close()
-        self.cut()
-
-
 @pytest.fixture
-def cutter(emptied_url: str) -> Iterator[ReplyCutter]:
-    proxy = ReplyCutter(emptied_url)
+def cutter(emptied_url: str) -> Iterator[SilentProxy]:
+    proxy = SilentProxy(emptied_url)
     yield proxy
     proxy.close()
 
@@ -308,7 +253,7 @@ def stored_fill_id(url: str, tx_hash: str) -> int | None:
 
 
 def test_a_reply_lost_after_the_commit_is_retried_and_told_what_the_first_call_did(
-    emptied_url: str, cutter: ReplyCutter, open_database: Callable[..., Any]
+    emptied_url: str, cutter: SilentProxy, open_database: Callable[..., Any]
 ) -> None:
     with open_database(cutter.url(emptied_url), min_size=1, max_size=1, connect_timeout=2) as db:
         db.fills.record(make_fill("0.5"))  # 0.5 waiting
@@ -321,7 +266,7 @@ def test_a_reply_lost_after_the_commit_is_retried_and_told_what_the_first_call_d
             except Exception as exc:
                 outcome.append(exc)
 
-        cutter.swallow = True
+        cutter.swallow_replies = True
         caller = threading.Thread(target=record)
         caller.start()
         deadline = time.monotonic() + 10
@@ -336,7 +281,7 @@ def test_a_reply_lost_after_the_commit_is_retried_and_told_what_the_first_call_d
         assert "connection failed" in message
         assert "may have landed" in message and "retrying it is safe" in message
 
-        cutter.swallow = False
+        cutter.swallow_replies = False
         retried = db.fills.record(fill)
         assert retried.already_stored is True
         assert retried.trade_id == stored_fill_id(emptied_url, fill.tx_hash)
