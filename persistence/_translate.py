@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import select
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
 
 from persistence.config import redact
 from persistence.errors import (
+    ConcurrencyConflict,
     Conflict,
     DatabaseUnavailable,
     PersistenceError,
@@ -52,6 +54,21 @@ class OperationTimedOut(psycopg.OperationalError):
     """The server did not answer within the client-side deadline; the connection was dropped."""
 
 
+def _sequence_clash(exc: BaseException) -> ConcurrencyConflict | None:
+    """A real sequence clash: a unique violation on events_pkey (the event store's appends),
+    and nothing else. append_events() puts the aggregate's actual last sequence in the detail;
+    a clash of some other writer's INSERT has none (actual_sequence is then None)."""
+    if not isinstance(exc, pg.UniqueViolation) or exc.diag.constraint_name != "events_pkey":
+        return None
+    found = re.fullmatch(r"actual_sequence=(\d+)", exc.diag.message_detail or "")
+    actual = int(found.group(1)) if found else None
+    return ConcurrencyConflict(
+        f"a concurrent append to the aggregate won the race (its last sequence is now {actual});"
+        " nothing was written: reload it and decide again",
+        actual,
+    )
+
+
 def translate(exc: BaseException, *, acquire_timeout: float | None = None) -> PersistenceError:
     """Our exception for a psycopg or pool exception."""
     if isinstance(exc, OperationTimedOut):
@@ -86,6 +103,8 @@ def translate(exc: BaseException, *, acquire_timeout: float | None = None) -> Pe
             f"the database connection failed: {_describe(exc)}; a write under way may have "
             "landed before it failed, and retrying it is safe (every write is idempotent)"
         )
+    if (clash := _sequence_clash(exc)) is not None:
+        return clash
     if isinstance(exc, pg.UniqueViolation | pg.ExclusionViolation | pg.ForeignKeyViolation):
         return Conflict(f"conflicts with a stored row: {_describe(exc)}")
     if isinstance(exc, pg.SerializationFailure | pg.DeadlockDetected):

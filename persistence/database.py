@@ -33,11 +33,17 @@ from persistence.connect import (
     server_url,
 )
 from persistence.errors import DatabaseUnavailable
+from persistence.event_store import aclose as close_async_event_store
+from persistence.event_store import attach as attach_event_store
+from persistence.event_store import close as close_event_store
+from persistence.event_store import for_transaction as transaction_event_store
 from persistence.operations import NONE, Operation, Query
 from persistence.repositories import (
     AccumulatorRepository,
     Async,
+    Checkpoints,
     EventQueue,
+    EventStore,
     ExecutionRepository,
     FillRepository,
     M,
@@ -45,6 +51,7 @@ from persistence.repositories import (
     Sync,
     TradeRepository,
     TransactionEventQueue,
+    TransactionEventStore,
 )
 from persistence.runners import arun_on, run_on
 from persistence.tokens import Keyring, keyring_for
@@ -258,7 +265,9 @@ class Transaction(Generic[M]):
 
     __slots__ = (
         "accumulators",
+        "checkpoints",
         "connection",
+        "event_store",
         "events",
         "executions",
         "fills",
@@ -280,6 +289,9 @@ class Transaction(Generic[M]):
         self.executions: ExecutionRepository[M] = ExecutionRepository(run)
         self.accumulators: AccumulatorRepository[M] = AccumulatorRepository(run)
         self.events: TransactionEventQueue[M] = TransactionEventQueue(run, settings=settings)
+        self.event_store: TransactionEventStore[M]
+        self.checkpoints: Checkpoints[M]
+        self.event_store, self.checkpoints = transaction_event_store(run)
 
     def transaction(self) -> _Savepoint[M]:
         """A nested block, ``with`` (or ``async with``): a savepoint, rolled back alone when
@@ -324,7 +336,7 @@ class _Block(Generic[M]):
     The connection is given back by the database, which resets its session settings.
     """
 
-    __slots__ = ("_conn", "_db", "_run", "_tx")
+    __slots__ = ("_conn", "_db", "_events", "_run", "_tx")
 
     def __init__(self, db: Any, run: Callable[[Any, Operation[Any]], Any]) -> None:
         self._db = db
@@ -333,7 +345,11 @@ class _Block(Generic[M]):
     def _begun(self, conn: Any) -> Transaction[M]:
         self._conn = conn
         self._tx: Any = conn.transaction()
-        return Transaction(conn, partial(self._run, conn), self._db._keyring, self._db.settings)
+        tx: Transaction[M] = Transaction(
+            conn, partial(self._run, conn), self._db._keyring, self._db.settings
+        )
+        self._events: Any = tx.event_store  # its appends poke the database's notifier after commit
+        return tx
 
     def _error(self, exc: BaseException | None) -> BaseException | None:
         return self._db._failed(self._conn, exc) if isinstance(exc, psycopg.Error) else None
@@ -356,6 +372,8 @@ class _Block(Generic[M]):
             self._db._give_back(self._conn)
         if (failure := self._error(exc)) is not None:  # a psycopg error of the block, or the commit
             raise failure from None
+        if exc is None and self._events.appended:
+            self._db.event_store.wakeups.poke()
 
     async def __aenter__(self) -> Transaction[M]:
         tx = self._begun(await self._db._getconn())
@@ -375,6 +393,8 @@ class _Block(Generic[M]):
             await self._db._give_back(self._conn)
         if (failure := self._error(exc)) is not None:
             raise failure from None
+        if exc is None and self._events.appended:
+            self._db.event_store.wakeups.poke()
 
 
 def _prepare(url: str | None, settings: dict[str, Any]) -> Settings:
@@ -397,6 +417,7 @@ class Database(_Pooled[ConnectionPool[Any]]):
         self.executions: ExecutionRepository[Sync] = ExecutionRepository(self._run)
         self.accumulators: AccumulatorRepository[Sync] = AccumulatorRepository(self._run)
         self.events: EventQueue[Sync] = EventQueue(self._run, settings=settings)
+        self.event_store: EventStore[Sync] = attach_event_store(self)
 
     @classmethod
     def connect(cls, url: str | None = None, *, wait: float = 0.0, **settings: Any) -> Database:
@@ -436,6 +457,7 @@ class Database(_Pooled[ConnectionPool[Any]]):
 
         Operations already running finish; their connections are closed as they come back.
         """
+        close_event_store(self)
         self._pool.close(timeout=timeout)
 
     def _configure(self, conn: DeadlineConnection) -> None:
@@ -536,6 +558,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
         self.executions: ExecutionRepository[Async] = ExecutionRepository(self._run)
         self.accumulators: AccumulatorRepository[Async] = AccumulatorRepository(self._run)
         self.events: EventQueue[Async] = EventQueue(self._run, settings=settings)
+        self.event_store: EventStore[Async] = attach_event_store(self)
 
     @classmethod
     async def connect(
@@ -569,6 +592,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close the pool. Safe to call twice."""
+        await close_async_event_store(self)
         await self._pool.close(timeout=timeout)
 
     async def _configure(self, conn: AsyncDeadlineConnection) -> None:
