@@ -183,22 +183,25 @@ def rollback(
     return _run(settings, migrations_dir, "down", plan, dry_run)
 
 
+def _files_and_history(
+    settings: Settings | None, migrations_dir: Path | None
+) -> tuple[list[Migration], list[AppliedMigration]]:
+    """Both, read without the lock: status and verify change nothing."""
+    settings = settings or Settings.from_env()
+    migrations = _migrations(settings, migrations_dir)
+    with open_connection(_conninfo(settings), autocommit=True) as conn:
+        return migrations, read_history(conn)
+
+
 def status(
     settings: Settings | None = None, *, migrations_dir: Path | None = None
 ) -> list[MigrationStatus]:
     """Every version known to the files or the history, with its state. Takes no lock."""
-    settings = settings or Settings.from_env()
-    migrations = _migrations(settings, migrations_dir)
-    with open_connection(_conninfo(settings), autocommit=True) as conn:
-        applied = read_history(conn)
-    return statuses(migrations, applied)
+    return statuses(*_files_and_history(settings, migrations_dir))
 
 
 def verify(
     settings: Settings | None = None, *, migrations_dir: Path | None = None
 ) -> list[Migration]:
     """Raise MigrationDrift when history and files disagree; return the pending migrations."""
-    settings = settings or Settings.from_env()
-    migrations = _migrations(settings, migrations_dir)
-    with open_connection(_conninfo(settings), autocommit=True) as conn:
-        return plan_up(migrations, read_history(conn))
+    return plan_up(*_files_and_history(settings, migrations_dir))
