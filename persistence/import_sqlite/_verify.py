@@ -11,30 +11,34 @@ paired is the layout's business (its keys, which rows it inserted); this is the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
 from persistence.import_sqlite._report import ImportFailed
 from persistence.import_sqlite.convert import EXACT
 
-__all__ = ["Comparison", "mismatch"]
+__all__ = ["Comparison"]
 
 
 class Comparison:
-    """Running per-column totals of stored amounts and file values, and the tolerance."""
+    """Running per-column totals of stored amounts and file values, and the tolerance.
 
-    def __init__(self, columns: Sequence[str]) -> None:
-        self.columns = tuple(columns)
+    ``rows`` names a row in a failure (followed by its key), ``place`` names the file, and
+    ``sums_of`` is put before a column's name in a failed sum.
+    """
+
+    def __init__(self, columns: Sequence[str], *, rows: str, place: str, sums_of: str = "") -> None:
+        self.columns, self.rows, self.place, self.sums_of = tuple(columns), rows, place, sums_of
         self.stored = dict.fromkeys(self.columns, Decimal(0))
         self.source = dict.fromkeys(self.columns, Decimal(0))
         self.slack = dict.fromkeys(self.columns, 0.0)  # the sum of the values' ulps
 
-    def row(self, values: Sequence[Any], amounts: Sequence[Any]) -> tuple[str, Any, Any] | None:
-        """Add one row; the first (column, value, amount) that disagrees, else None."""
+    def row(self, key: Any, values: Sequence[Any], amounts: Sequence[Any]) -> None:
+        """Add one row's file values and stored amounts; fail at the first that disagrees."""
         for column, value, amount in zip(self.columns, values, amounts, strict=True):
             if (value is None) != (amount is None):
-                return column, value, amount
+                raise self._mismatch(key, column, value, amount)
             if value is None:
                 continue
             exact = Decimal(value)  # a double exactly, or the integer or text as stored
@@ -43,24 +47,25 @@ class Comparison:
                 self.slack[column] += ulp
                 # most values read back as the same double: no exact arithmetic needed
                 if float(amount) != value and abs(EXACT.subtract(amount, exact)) > Decimal(ulp):
-                    return column, value, amount
+                    raise self._mismatch(key, column, value, amount)
             elif amount != exact:
-                return column, value, amount
+                raise self._mismatch(key, column, value, amount)
             self.stored[column] = EXACT.add(self.stored[column], amount)
             self.source[column] = EXACT.add(self.source[column], exact)
-        return None
 
-    def sums_apart(self) -> Iterator[tuple[str, Decimal, Decimal]]:
-        """Each column whose stored sum and file sum differ by more than the tolerance."""
+    def _mismatch(self, key: Any, column: str, value: Any, amount: Any) -> ImportFailed:
+        return ImportFailed(
+            f"verification failed: {self.rows} {key} {column} is {value!r} in {self.place} and "
+            f"{amount} in PostgreSQL, more than the double's resolution apart; nothing was "
+            "imported"
+        )
+
+    def check_sums(self) -> None:
+        """Fail unless each column's stored sum is the file's within the sum of the ulps."""
         for column in self.columns:
             stored, source = self.stored[column], self.source[column]
             if abs(EXACT.subtract(stored, source)) > Decimal(self.slack[column] * 1.01):
-                yield column, stored, source
-
-
-def mismatch(subject: str, column: str, value: Any, amount: Any, place: str) -> ImportFailed:
-    """The failure for one value: ``subject`` names the row, ``place`` the file."""
-    return ImportFailed(
-        f"verification failed: {subject} {column} is {value!r} in {place} and {amount} in "
-        "PostgreSQL, more than the double's resolution apart; nothing was imported"
-    )
+                raise ImportFailed(
+                    f"verification failed: the sum of {self.sums_of}{column} is {stored} in "
+                    f"PostgreSQL and {source} in {self.place}; nothing was imported"
+                )

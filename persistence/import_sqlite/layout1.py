@@ -28,7 +28,7 @@ from persistence.import_sqlite._layout import Layout, Run
 from persistence.import_sqlite._report import ImportFailed, Problems, Progress
 from persistence.import_sqlite._source import open_read_only
 from persistence.import_sqlite._target import copy_rows
-from persistence.import_sqlite._verify import Comparison, mismatch
+from persistence.import_sqlite._verify import Comparison
 from persistence.import_sqlite.convert import (
     EXACT,
     ROUNDED,
@@ -246,7 +246,7 @@ def verify(run: Run, data: Trades) -> dict[str, str]:
     Both sides are read in id order and merged, so memory stays bounded: the rows the file has
     and PostgreSQL does not (invalid, or already present) are passed over.
     """
-    comparison = Comparison(tuple(MONEY_COLUMNS))
+    comparison = Comparison(tuple(MONEY_COLUMNS), rows="trade id", place="the source")
     compared = 0
     with (
         closing(open_read_only(run.path)) as source,
@@ -264,20 +264,14 @@ def verify(run: Run, data: Trades) -> dict[str, str]:
                     f"verification failed: stored trade id {stored[0]} has no row in the "
                     "source; nothing was imported"
                 )
-            if apart := comparison.row(row[1:], stored[1:]):
-                raise mismatch(f"trade id {stored[0]}", *apart, place="the source")
+            comparison.row(stored[0], row[1:], stored[1:])
             compared += 1
     if compared != data.inserted:
         raise ImportFailed(
             f"verification failed: {compared} stored rows for {data.inserted} inserted; "
             "nothing was imported"
         )
-    if apart_sums := next(comparison.sums_apart(), None):
-        column, stored_sum, source_sum = apart_sums
-        raise ImportFailed(
-            f"verification failed: the sum of {column} is {stored_sum} in "
-            f"PostgreSQL and {source_sum} in the source; nothing was imported"
-        )
+    comparison.check_sums()
     verified = {
         "trades": f"{data.inserted} rows inserted; each stored amount read back within "
         "one ulp of the SQLite file's double, re-read independently; sums agree"

@@ -41,7 +41,7 @@ from persistence.import_sqlite._layout import Layout, Run
 from persistence.import_sqlite._report import ImportFailed
 from persistence.import_sqlite._source import open_read_only
 from persistence.import_sqlite._target import copy_rows, count
-from persistence.import_sqlite._verify import Comparison, mismatch
+from persistence.import_sqlite._verify import Comparison
 from persistence.import_sqlite.layout2_rows import TABLES, Batching
 from persistence.tables import (
     ACCUMULATOR_COLUMNS,
@@ -236,7 +236,7 @@ def _compare(
         tuple(row[:width]): row[width:]
         for row in conn.execute(f'SELECT {key}, {listed} FROM "{table}"')
     }
-    comparison = Comparison(columns)
+    comparison = Comparison(columns, rows=table, place="the file", sums_of=f"{table}.")
     compared = 0
     for row in source.execute(f'SELECT {key}, {listed} FROM "{table}"'):
         ident = tuple(row[:width])
@@ -248,19 +248,13 @@ def _compare(
                 "nothing was imported"
             )
         compared += 1
-        if apart := comparison.row(row[width:], stored[ident]):
-            raise mismatch(f"{table} {ident}", *apart, place="the file")
+        comparison.row(ident, row[width:], stored[ident])
     if compared != len(stored):
         raise ImportFailed(
             f"verification failed: {len(stored)} {table} rows stored, {compared} found in the "
             "file; nothing was imported"
         )
-    if apart_sums := next(comparison.sums_apart(), None):
-        column, total, source_total = apart_sums
-        raise ImportFailed(
-            f"verification failed: the sum of {table}.{column} is {total} in PostgreSQL "
-            f"and {source_total} in the file; nothing was imported"
-        )
+    comparison.check_sums()
     shown = ", ".join(f"sum({column}) {total}" for column, total in comparison.stored.items())
     return f"{compared} rows, each within one ulp of the file's double; {shown}"
 
