@@ -36,6 +36,7 @@ class Comparison:
 
     def row(self, key: Any, values: Sequence[Any], amounts: Sequence[Any]) -> None:
         """Add one row's file values and stored amounts; fail at the first that disagrees."""
+        stored, source, slack = self.stored, self.source, self.slack  # locals: once per row
         for column, value, amount in zip(self.columns, values, amounts, strict=True):
             if (value is None) != (amount is None):
                 raise self._mismatch(key, column, value, amount)
@@ -44,14 +45,14 @@ class Comparison:
             exact = Decimal(value)  # a double exactly, or the integer or text as stored
             if isinstance(value, float):
                 ulp = math.ulp(value)
-                self.slack[column] += ulp
+                slack[column] += ulp
                 # most values read back as the same double: no exact arithmetic needed
                 if float(amount) != value and abs(EXACT.subtract(amount, exact)) > Decimal(ulp):
                     raise self._mismatch(key, column, value, amount)
             elif amount != exact:
                 raise self._mismatch(key, column, value, amount)
-            self.stored[column] = EXACT.add(self.stored[column], amount)
-            self.source[column] = EXACT.add(self.source[column], exact)
+            stored[column] = EXACT.add(stored[column], amount)
+            source[column] = EXACT.add(source[column], exact)
 
     def _mismatch(self, key: Any, column: str, value: Any, amount: Any) -> ImportFailed:
         return ImportFailed(
