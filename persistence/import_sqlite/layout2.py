@@ -4,8 +4,8 @@ The same rules as the first layout (``convert``): every REAL is converted exactl
 one ulp, or the row is named as invalid; every row is built as the library's model (its
 validation); all or nothing, in the driver's transaction; stored values are verified against
 the file, re-read (``_verify``), before the commit. The steps: read converts every table into
-:class:`Batching` and checks the tables against each other (nothing is written), check refuses
-invalid rows, write COPYs each table, verify compares.
+a ``layout2_rows.Batching`` and checks the tables against each other (nothing is written),
+check refuses invalid rows, write COPYs each table, verify compares.
 
 What differs, because the tables reference each other and carry derived state:
 
@@ -67,6 +67,8 @@ def detect(path: Path, source: sqlite3.Connection, tables: set[str]) -> bool:
     return True
 
 
+# COPY columns per table, in the models' field order (tables.py), plus what only a row has;
+# in the order written: a row's references come first
 _COPY = {
     "onchain_trades": (*FILL_COLUMNS, "unlinked_shares"),
     "schwab_executions": EXECUTION_COLUMNS,
@@ -154,7 +156,7 @@ def write(run: Run, data: Batching) -> None:
             "the target already holds other trade-batching data (onchain_trades is not empty); "
             "this layout is imported into empty batching tables only; nothing was imported"
         )
-    for table, columns in _COPY.items():  # in this order: a row's references come first
+    for table, columns in _COPY.items():
         copy_rows(conn, f'COPY "{table}" ({", ".join(columns)}) FROM STDIN', rows[table])
         data.inserted[table] = len(rows[table])
     for table in ("onchain_trades", "schwab_executions", "trade_execution_links", "event_queue"):
