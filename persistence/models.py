@@ -26,7 +26,6 @@ from persistence.validation import (
     IO_RATIO,
     MAX_JSON_DEPTH,
     PRICE_CENTS,
-    SURROGATE_REASON,
     SYMBOL_PATTERN,
     NumericSpec,
     as_utc,
@@ -103,8 +102,6 @@ class ExecutionStatus(StrEnum):
 
 # the most whole shares one execution holds (its column is an integer); more waits for the next
 MAX_SHARES = INT32_MAX
-# for runners.py, which imported it from here before it moved to persistence.validation
-_SURROGATE_REASON = SURROGATE_REASON
 _EXACT = Context(prec=100)
 
 

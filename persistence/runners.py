@@ -20,8 +20,8 @@ import psycopg
 
 from persistence._translate import translate
 from persistence.errors import PersistenceError, ValidationError
-from persistence.models import _SURROGATE_REASON, surrogate_at
 from persistence.operations import ALL, COUNT, ONE, Batch, Copy, Operation, Query, Step, Steps
+from persistence.validation import SURROGATE_REASON, surrogate_at
 
 __all__ = ["arun_on", "run_on"]
 
@@ -73,7 +73,7 @@ def _unencodable(step: Query[Any] | Copy) -> ValidationError:
         if isinstance(value, str) and surrogate_at(value) is not None
     )
     where = ", ".join(names) if names else "a text value"
-    return ValidationError(f"{where} holds a lone surrogate (value not shown): {_SURROGATE_REASON}")
+    return ValidationError(f"{where} holds a lone surrogate (value not shown): {SURROGATE_REASON}")
 
 
 def _execute(conn: Connection, step: Query[Any] | Copy) -> Any:
