@@ -24,7 +24,7 @@ import psycopg
 from bench import workloads
 from bench.conftest import make_trades
 from persistence import AsyncDatabase, Database, Instruction, Trade, TradeStatus, queries
-from persistence.converter import _by_value, _row_structure_fn, trade_from_row, trade_params
+from persistence.converter import by_value, row_decoder, trade_from_row, trade_params
 from persistence.tables import TRADE_COLUMNS
 from tests.support import admin_url, migrated_database
 
@@ -113,11 +113,11 @@ def main() -> None:
 
         with db.pool.connection() as conn:  # a library session (UTC), as the layer decodes
             pending = conn.execute(queries.SELECT_PENDING_TRADES + " LIMIT 1000").fetchall()
-        as_fetched = _row_structure_fn(
+        as_fetched = row_decoder(
             Trade,
             TRADE_COLUMNS,
-            schwab_instruction=_by_value(Instruction),
-            status=_by_value(TradeStatus),
+            schwab_instruction=by_value(Instruction),
+            status=by_value(TradeStatus),
         )
 
         def decode(build: Callable[[Any, Any], Trade]) -> Batch:

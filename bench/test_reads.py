@@ -129,7 +129,7 @@ def test_list_pending(
 def test_decode_rows(benchmark: Any, variant: str, population: list[Trade], db: Database) -> None:
     """Build 1,000 Trades from fetched rows: with the UTC normalisation of the datetimes (what
     the library does), and without it (what it cost before)."""
-    from persistence.converter import _by_value, _row_structure_fn, trade_from_row
+    from persistence.converter import by_value, row_decoder, trade_from_row
     from persistence.models import Instruction, TradeStatus
     from persistence.tables import TRADE_COLUMNS
 
@@ -138,11 +138,11 @@ def test_decode_rows(benchmark: Any, variant: str, population: list[Trade], db: 
         rows = conn.execute(queries.SELECT_PENDING_TRADES).fetchall()
     build = trade_from_row
     if variant == "as_fetched":
-        build = _row_structure_fn(
+        build = row_decoder(
             Trade,
             TRADE_COLUMNS,
-            schwab_instruction=_by_value(Instruction),
-            status=_by_value(TradeStatus),
+            schwab_instruction=by_value(Instruction),
+            status=by_value(TradeStatus),
         )
     built = benchmark(lambda: [build(row, Trade) for row in rows])
     assert len(built) == PENDING

@@ -1,18 +1,16 @@
-"""Mapping of psycopg's exceptions to ours, so that none escapes the public API."""
+"""Mapping of psycopg's and the pool's exceptions to ours, so that none escapes the public API."""
 
 from __future__ import annotations
 
 import re
-import select
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable
 
 import psycopg
 from psycopg import errors as pg
-from psycopg_pool import ConnectionPool, PoolTimeout, TooManyRequests
+from psycopg_pool import PoolTimeout, TooManyRequests
 
 from persistence.config import redact
+from persistence.connection import OperationTimedOut, ServerDown
 from persistence.errors import (
     ConcurrencyConflict,
     Conflict,
@@ -20,6 +18,8 @@ from persistence.errors import (
     PersistenceError,
     ValidationError,
 )
+
+__all__ = ["translate"]
 
 _VALIDATION = (
     pg.CheckViolation,
@@ -29,6 +29,79 @@ _VALIDATION = (
     pg.InvalidDatetimeFormat,
     pg.StringDataRightTruncation,
     pg.DataError,
+)
+
+_TIMED_OUT = (
+    "{}: the network or the server is down (PERSISTENCE_OPERATION_TIMEOUT bounds each wait). "
+    "The statement was cancelled where the server could be reached and the connection dropped; "
+    "a write may or may not have landed, and retrying it is safe"
+)
+_IDLE_IN_TRANSACTION = (
+    "the transaction sat idle longer than the idle-in-transaction timeout "
+    "(PERSISTENCE_IDLE_IN_TRANSACTION_TIMEOUT), so the server ended the session and rolled the "
+    "transaction back: nothing of the block was written. Keep slow work (broker calls, sleeps) "
+    "outside transaction blocks, or raise the setting"
+)
+_NO_CONNECTION = (
+    "no database connection became free{}: the pool is exhausted or the server is down; raise "
+    "PERSISTENCE_POOL_MAX_SIZE or PERSISTENCE_POOL_TIMEOUT, or find what holds connections"
+)
+
+
+def _sequence_clash(exc: psycopg.Error) -> ConcurrencyConflict | None:
+    """A real sequence clash: a unique violation on events_pkey (the event store's appends),
+    and nothing else. append_events() puts the aggregate's actual last sequence in the detail;
+    a clash of some other writer's INSERT has none (actual_sequence is then None)."""
+    if not isinstance(exc, pg.UniqueViolation) or exc.diag.constraint_name != "events_pkey":
+        return None
+    found = re.fullmatch(r"actual_sequence=(\d+)", exc.diag.message_detail or "")
+    actual = int(found.group(1)) if found else None
+    return ConcurrencyConflict(
+        f"a concurrent append to the aggregate won the race (its last sequence is now {actual});"
+        " nothing was written: reload it and decide again",
+        actual,
+    )
+
+
+# Rules that look past the class (a constraint, a detail), tried in order before the table:
+# each returns our error, or None to pass.
+_BY_RULE: tuple[Callable[[psycopg.Error], PersistenceError | None], ...] = (_sequence_clash,)
+
+# The rest, first match wins: what psycopg raised, our class, and the message around psycopg's
+# first line (its constraint named, passwords redacted).
+_Kinds = type[psycopg.Error] | tuple[type[psycopg.Error], ...]
+_BY_CLASS: tuple[tuple[_Kinds, type[PersistenceError], str], ...] = (
+    (
+        pg.QueryCanceled,
+        DatabaseUnavailable,
+        "the statement was cancelled: {}; raise PERSISTENCE_STATEMENT_TIMEOUT if the work is "
+        "legitimately slow",
+    ),
+    (pg.LockNotAvailable, DatabaseUnavailable, "a lock was not granted in time: {}"),
+    (
+        (psycopg.OperationalError, psycopg.InterfaceError),
+        DatabaseUnavailable,
+        "the database connection failed: {}; a write under way may have landed before it "
+        "failed, and retrying it is safe (every write is idempotent)",
+    ),
+    (
+        (pg.UniqueViolation, pg.ExclusionViolation, pg.ForeignKeyViolation),
+        Conflict,
+        "conflicts with a stored row: {}",
+    ),
+    (
+        (pg.SerializationFailure, pg.DeadlockDetected),
+        Conflict,
+        "concurrent update, retry the transaction: {}",
+    ),
+    (_VALIDATION, ValidationError, "the database refused a value: {}"),
+    (
+        pg.InvalidSqlStatementName,
+        PersistenceError,
+        "database error: {}; behind PgBouncer in transaction mode (before 1.21), set "
+        "PERSISTENCE_PREPARE_THRESHOLD=none",
+    ),
+    (psycopg.Error, PersistenceError, "database error: {}"),
 )
 
 
@@ -50,98 +123,22 @@ def _idle_in_transaction_timeout(exc: BaseException) -> bool:
     return isinstance(exc, psycopg.Error) and _IDLE_IN_TRANSACTION_TEXT in str(exc)
 
 
-class OperationTimedOut(psycopg.OperationalError):
-    """The server did not answer within the client-side deadline; the connection was dropped."""
-
-
-def _sequence_clash(exc: BaseException) -> ConcurrencyConflict | None:
-    """A real sequence clash: a unique violation on events_pkey (the event store's appends),
-    and nothing else. append_events() puts the aggregate's actual last sequence in the detail;
-    a clash of some other writer's INSERT has none (actual_sequence is then None)."""
-    if not isinstance(exc, pg.UniqueViolation) or exc.diag.constraint_name != "events_pkey":
-        return None
-    found = re.fullmatch(r"actual_sequence=(\d+)", exc.diag.message_detail or "")
-    actual = int(found.group(1)) if found else None
-    return ConcurrencyConflict(
-        f"a concurrent append to the aggregate won the race (its last sequence is now {actual});"
-        " nothing was written: reload it and decide again",
-        actual,
-    )
-
-
 def translate(exc: BaseException, *, acquire_timeout: float | None = None) -> PersistenceError:
-    """Our exception for a psycopg or pool exception."""
+    """Our exception for a psycopg or pool exception (or the pool check's ServerDown)."""
+    if isinstance(exc, ServerDown):
+        return exc.error
     if isinstance(exc, OperationTimedOut):
-        return DatabaseUnavailable(
-            f"{exc}: the network or the server is down (PERSISTENCE_OPERATION_TIMEOUT bounds "
-            "each wait). The statement was cancelled where the server could be reached and the "
-            "connection dropped; a write may or may not have landed, and retrying it is safe"
-        )
+        return DatabaseUnavailable(_TIMED_OUT.format(exc))
     if _idle_in_transaction_timeout(exc):
-        return DatabaseUnavailable(
-            "the transaction sat idle longer than the idle-in-transaction timeout "
-            "(PERSISTENCE_IDLE_IN_TRANSACTION_TIMEOUT), so the server ended the session and "
-            "rolled the transaction back: nothing of the block was written. Keep slow work "
-            "(broker calls, sleeps) outside transaction blocks, or raise the setting"
-        )
+        return DatabaseUnavailable(_IDLE_IN_TRANSACTION)
     if isinstance(exc, PoolTimeout | TooManyRequests):
         waited = f" within {acquire_timeout:g} s" if acquire_timeout is not None else ""
-        return DatabaseUnavailable(
-            f"no database connection became free{waited}: the pool is exhausted or the server "
-            "is down; raise PERSISTENCE_POOL_MAX_SIZE or PERSISTENCE_POOL_TIMEOUT, or find what "
-            "holds connections"
-        )
-    if isinstance(exc, pg.QueryCanceled):
-        return DatabaseUnavailable(
-            f"the statement was cancelled: {_describe(exc)}; raise PERSISTENCE_STATEMENT_TIMEOUT "
-            "if the work is legitimately slow"
-        )
-    if isinstance(exc, pg.LockNotAvailable):
-        return DatabaseUnavailable(f"a lock was not granted in time: {_describe(exc)}")
-    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
-        return DatabaseUnavailable(
-            f"the database connection failed: {_describe(exc)}; a write under way may have "
-            "landed before it failed, and retrying it is safe (every write is idempotent)"
-        )
-    if (clash := _sequence_clash(exc)) is not None:
-        return clash
-    if isinstance(exc, pg.UniqueViolation | pg.ExclusionViolation | pg.ForeignKeyViolation):
-        return Conflict(f"conflicts with a stored row: {_describe(exc)}")
-    if isinstance(exc, pg.SerializationFailure | pg.DeadlockDetected):
-        return Conflict(f"concurrent update, retry the transaction: {_describe(exc)}")
-    if isinstance(exc, _VALIDATION):
-        return ValidationError(f"the database refused a value: {_describe(exc)}")
-    if isinstance(exc, pg.InvalidSqlStatementName):
-        return PersistenceError(
-            f"database error: {_describe(exc)}; behind PgBouncer in transaction mode (before "
-            "1.21), set PERSISTENCE_PREPARE_THRESHOLD=none"
-        )
+        return DatabaseUnavailable(_NO_CONNECTION.format(waited))
     if isinstance(exc, psycopg.Error):
-        return PersistenceError(f"database error: {_describe(exc)}")
+        for rule in _BY_RULE:
+            if (error := rule(exc)) is not None:
+                return error
+        for kinds, ours, message in _BY_CLASS:
+            if isinstance(exc, kinds):
+                return ours(message.format(_describe(exc)))
     raise TypeError(f"not a database error: {exc!r}")
-
-
-@contextmanager
-def translating(acquire_timeout: float | None = None) -> Iterator[None]:
-    """Re-raise psycopg and pool errors as ours; everything else passes untouched."""
-    try:
-        yield
-    except (psycopg.Error, PoolTimeout, TooManyRequests) as exc:
-        raise translate(exc, acquire_timeout=acquire_timeout) from None
-
-
-def check_idle_connection(conn: Any, full_check: Callable[[Any], Any] | None = None) -> Any:
-    """Pool checkout check: a round trip only when the idle socket has something to read.
-
-    An idle connection's socket becomes readable when the server closes it (restart, crash,
-    ``pg_terminate_backend``) or sends a message; only then is it worth a full check, so the
-    common path adds no round trip to each operation. Returns what ``full_check`` returns (an
-    awaitable for the async pool's check), or None when the socket is quiet.
-    """
-    if conn.closed:
-        raise psycopg.OperationalError("connection is closed")
-    poller = select.poll()
-    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
-    if poller.poll(0):
-        return (full_check or ConnectionPool.check_connection)(conn)
-    return None

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, get_args
 
 import attrs
+import cattrs
+from cattrs.literals import is_literal
 from psycopg.conninfo import conninfo_to_dict
 
 from persistence.errors import ConfigurationError
@@ -220,58 +222,81 @@ class Settings:
         values: dict[str, Any] = {}
         for name, var in ENV_VARS.items():
             if name in overrides:
-                if overrides[name] is not None or name in ("url", "sslmode", "prepare_threshold"):
-                    values[name] = _coerce(name, overrides[name], source="keyword")
+                # a None keyword is the default, unless None is a value of the field's own
+                if overrides[name] is not None or _nullable(name):
+                    values[name] = _setting(name, overrides[name], source="keyword")
             elif env.get(var, "") != "":
-                values[name] = _coerce(name, env[var], source=var)
+                values[name] = _setting(name, env[var], source=var)
         return cls(**values)
 
 
-_FIELD_TYPES = {
-    "min_size": int,
-    "max_size": int,
-    "prepare_threshold": int,
-    "connect_timeout": float,
-    "acquire_timeout": float,
-    "statement_timeout": float,
-    "operation_timeout": float,
-    "idle_in_transaction_timeout": float,
-    "tcp_user_timeout": float,
-    "keepalives_idle": int,
-    "keepalives_interval": int,
-    "keepalives_count": int,
-    "migration_statement_timeout": float,
-    "import_statement_timeout": float,
-    "migration_lock_timeout": float,
-    "ddl_lock_timeout": float,
-    "event_max_attempts": int,
-    "event_retry_delay": float,
-}
+# Coercion: a string from the environment, or a keyword, becomes the type its field declares.
+# This converter is config's own, not persistence.converter's: that one maps models to rows and
+# back, passing ints and strs through untouched; settings want the opposite (text parsed, bools
+# refused) and sit below it (connect.py and the CLIs read settings, never models or rows).
+_coercion = cattrs.Converter()
+attrs.resolve_types(Settings)  # the annotations are strings until resolved, once
 
 
-def _coerce(name: str, value: Any, *, source: str) -> Any:
-    if value is None:
+_N = TypeVar("_N", int, float)
+
+
+class _Unreadable(Exception):
+    """A value its setting cannot be made of; ``expected`` says what it should have been."""
+
+    def __init__(self, expected: str) -> None:
+        self.expected = expected
+
+
+def _number(kind: type[_N], expected: str) -> Callable[[Any, Any], _N]:
+    def structure(value: Any, _type: Any) -> _N:
+        if isinstance(value, bool):  # True is an int to Python, never a size or a timeout
+            raise _Unreadable(expected)
+        try:
+            return kind(value)
+        except (TypeError, ValueError):
+            raise _Unreadable(expected) from None
+
+    return structure
+
+
+def _passthrough(value: Any, _type: Any) -> Any:
+    return value
+
+
+def _optional_int(value: Any, _type: Any) -> int | None:
+    # a nullable integer (prepare_threshold) is switched off by name
+    if value is None or (isinstance(value, str) and value.lower() in ("", "none", "off")):
         return None
-    if name in ("sslrootcert", "embedded_dir", "migrations_dir", "token_keys_file"):
-        return Path(value)
-    kind = _FIELD_TYPES.get(name)
-    if kind is None:
-        return value
-    if (
-        name == "prepare_threshold"
-        and isinstance(value, str)
-        and value.lower() in ("", "none", "off")
-    ):
-        return None
+    return _int(value, int)
+
+
+_int = _number(int, "an integer")
+_coercion.register_structure_hook(int, _int)
+_coercion.register_structure_hook(float, _number(float, "a number"))
+_coercion.register_structure_hook(int | None, _optional_int)
+_coercion.register_structure_hook(Path, lambda value, _type: Path(value))
+# text as given; the choices (Literal) are checked by the field's validator, whose message
+# names the environment variable
+_coercion.register_structure_hook(str, _passthrough)
+_coercion.register_structure_hook_func(is_literal, _passthrough)
+
+
+def _declared(name: str) -> Any:
+    return attrs.fields_dict(Settings)[name].type
+
+
+def _nullable(name: str) -> bool:
+    return type(None) in get_args(_declared(name))
+
+
+def _setting(name: str, value: Any, *, source: str) -> Any:
     try:
-        if isinstance(value, bool):
-            raise TypeError
-        return kind(value)
-    except (TypeError, ValueError):
+        return _coercion.structure(value, _declared(name))
+    except _Unreadable as unreadable:
         shown = redact(str(value))
         raise ConfigurationError(
-            f"{name} must be {'an integer' if kind is int else 'a number'}, "
-            f"got {shown!r} (from {source})"
+            f"{name} must be {unreadable.expected}, got {shown!r} (from {source})"
         ) from None
 
 

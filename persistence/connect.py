@@ -26,6 +26,7 @@ __all__ = [
     "open_async_connection",
     "open_connection",
     "server_url",
+    "whole_seconds",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,11 @@ def server_url(settings: Settings) -> str:
     from persistence.embedded import embedded_url  # optional extra: imported only when needed
 
     return embedded_url(settings.embedded_dir)
+
+
+def whole_seconds(seconds: float) -> int:
+    """libpq's ``connect_timeout`` for ``seconds``: it takes whole seconds, and below 2 means 2."""
+    return max(2, math.ceil(seconds))
 
 
 def build_conninfo(
@@ -78,7 +84,7 @@ def build_conninfo(
         options = f"{options} {params['options']}"
     extra: dict[str, Any] = {
         "application_name": settings.application_name,
-        "connect_timeout": max(2, math.ceil(settings.connect_timeout)),
+        "connect_timeout": whole_seconds(settings.connect_timeout),
         "options": f"{options} -c TimeZone=UTC",
     }
     # a dead peer is noticed by the kernel, not after TCP's 15-minute retransmission limit;

@@ -1,9 +1,14 @@
-"""The one cattrs converter: models to query parameters, rows to models. Configured once, here.
+"""The one converter: models to query parameters, rows to models. Configured once, here.
 
-psycopg already returns ``Decimal`` for NUMERIC and aware ``datetime`` for TIMESTAMPTZ, so those
-pass untouched. Rows are trusted: the database's types and CHECK constraints already guarantee
-what the models' validators check, so building a model from a row skips them (measured: the
-validators would cost more than fetching the row).
+Parameters: cattrs generates one function per model (``trade_params``, ``fill_params``) that
+reads the fields into a dict keyed by column. psycopg adapts ``Decimal`` (exact NUMERIC) and
+aware ``datetime`` itself, so those pass untouched, inlined by cattrs as plain attribute reads;
+enums become their text.
+
+Rows: psycopg returns ``Decimal`` for NUMERIC and aware ``datetime`` for TIMESTAMPTZ. Rows are
+trusted: the database's types and CHECK constraints already guarantee what the models'
+validators check, so building a model from a row skips them (measured: the validators would
+cost more than fetching the row). Each ``*_from_row`` is generated once from the model's fields.
 """
 
 from __future__ import annotations
@@ -13,22 +18,22 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from operator import attrgetter
-from typing import Any, TypeVar, cast
+from types import NoneType, UnionType
+from typing import Any, TypeGuard, TypeVar, Union, cast, get_args, get_origin
 
 import attrs
 import cattrs
+from cattrs.fns import identity
+from cattrs.gen import make_dict_unstructure_fn, override
 
 from persistence.models import (
     Accumulator,
     Execution,
     ExecutionLink,
-    ExecutionStatus,
     Fill,
-    Instruction,
     QueuedEvent,
     SchwabAuth,
     Trade,
-    TradeStatus,
 )
 from persistence.tables import (
     ACCUMULATOR_COLUMNS,
@@ -43,12 +48,14 @@ from persistence.tables import (
 __all__ = [
     "accumulator_from_row",
     "auth_from_row",
-    "auth_params",
+    "by_value",
     "converter",
     "event_from_row",
     "execution_from_row",
     "fill_from_row",
+    "fill_params",
     "link_from_row",
+    "row_decoder",
     "trade_copy_row",
     "trade_from_row",
     "trade_params",
@@ -56,31 +63,55 @@ __all__ = [
 
 T = TypeVar("T")
 
+# --- models to parameters ---------------------------------------------------------------------
+
 converter = cattrs.Converter()
+_PASSTHROUGH = (Decimal, datetime, str, int)
 
 
-def _identity(value: T) -> T:
-    return value
+def _passes_through(kind: Any) -> bool:
+    """Whether ``kind`` is an optional of a type that passes through (``Decimal | None``...)."""
+    return get_origin(kind) in (Union, UnionType) and all(
+        arg is NoneType or arg in _PASSTHROUGH for arg in get_args(kind)
+    )
 
 
-# simple types first: the adapter's own types pass through; enums become their text value
-for _passthrough in (Decimal, datetime, str, int):
-    converter.register_unstructure_hook(_passthrough, _identity)
-converter.register_unstructure_hook(StrEnum, lambda member: member.value)
+# cattrs' own identity is recognised and inlined: such a field costs one attribute read
+for _passthrough in _PASSTHROUGH:
+    converter.register_unstructure_hook(_passthrough, identity)
+converter.register_unstructure_hook_func(_passes_through, identity)
+# a StrEnum's str() is its value as a plain str (measured: faster than reading .value)
+converter.register_unstructure_hook(StrEnum, str)
+# record_fill takes no id: the database assigns it
+converter.register_unstructure_hook(
+    Fill, make_dict_unstructure_fn(Fill, converter, id=override(omit=True))
+)
+
+trade_params: Callable[[Trade], dict[str, Any]] = converter.get_unstructure_hook(Trade)
+fill_params: Callable[[Fill], dict[str, Any]] = converter.get_unstructure_hook(Fill)
+# COPY rows, in TRADE_COLUMNS order; StrEnum members are str, so COPY writes their value
+trade_copy_row: Callable[[Trade], tuple[Any, ...]] = attrgetter(*TRADE_COLUMNS)
+
+# --- rows to models ---------------------------------------------------------------------------
 
 
-def _row_structure_fn(
+def row_decoder(
     cls: type[T], columns: tuple[str, ...], *, utc: tuple[str, ...] = (), **decode: dict[Any, Any]
-) -> Callable[[Any, Any], T]:
+) -> Callable[..., T]:
     """A function building ``cls`` from a row in ``columns`` order without running validators.
 
-    ``decode`` maps a field to a dict from stored value to model value (the enums), looked up
-    inline: this runs once per fetched row. ``utc`` names the datetime fields, given back in UTC
-    whatever time zone the session was in (one identity check when it already is UTC).
+    ``decode`` maps a field to a dict from stored value to model value, looked up inline: this
+    runs once per fetched row. A field whose type is an enum is decoded by value unless given.
+    ``utc`` names the datetime fields, given back in UTC whatever time zone the session was in
+    (one identity check when it already is UTC). The function takes the row, and optionally the
+    class, which it ignores (callers may name it).
     """
-    fields = [field.name for field in attrs.fields(cast(Any, cls))]
+    attributes = attrs.fields(attrs.resolve_types(cast(Any, cls)))
+    fields = [field.name for field in attributes]
     if tuple(fields) != columns:
         raise TypeError(f"{cls.__name__} fields {fields} differ from the columns {columns}")
+    enums = {field.name: by_value(field.type) for field in attributes if _is_enum(field.type)}
+    decode = {**enums, **decode}
     namespace: dict[str, Any] = {
         "_new": object.__new__,
         "_set": object.__setattr__,
@@ -102,53 +133,31 @@ def _row_structure_fn(
     return namespace["build"]  # type: ignore[no-any-return]
 
 
-def _by_value(kind: type[StrEnum]) -> dict[str, StrEnum]:
+def _is_enum(kind: Any) -> TypeGuard[type[StrEnum]]:
+    return isinstance(kind, type) and issubclass(kind, StrEnum)
+
+
+def by_value(kind: type[StrEnum]) -> dict[str, StrEnum]:
+    """The members of ``kind`` by their stored text."""
     return {member.value: member for member in kind}
 
 
-trade_from_row: Callable[[Any, Any], Trade] = _row_structure_fn(
-    Trade,
-    TRADE_COLUMNS,
-    utc=("created_at", "completed_at"),
-    schwab_instruction=_by_value(Instruction),
-    status=_by_value(TradeStatus),
+trade_from_row: Callable[..., Trade] = row_decoder(
+    Trade, TRADE_COLUMNS, utc=("created_at", "completed_at")
 )
-auth_from_row: Callable[[Any, Any], SchwabAuth] = _row_structure_fn(
+auth_from_row: Callable[..., SchwabAuth] = row_decoder(
     SchwabAuth, SCHWAB_AUTH_COLUMNS, utc=("access_token_fetched_at", "refresh_token_fetched_at")
 )
-converter.register_structure_hook(Trade, trade_from_row)
-converter.register_structure_hook(SchwabAuth, auth_from_row)
-
-trade_params: Callable[[Trade], dict[str, Any]] = converter.get_unstructure_hook(Trade)
-auth_params: Callable[[SchwabAuth], dict[str, Any]] = converter.get_unstructure_hook(SchwabAuth)
-# COPY rows, in TRADE_COLUMNS order; StrEnum members are str, so COPY writes their value
-trade_copy_row: Callable[[Trade], tuple[Any, ...]] = attrgetter(*TRADE_COLUMNS)
-
-# the trade-batching model: rows to models (models to parameters are built by the operations)
-fill_from_row: Callable[[Any, Any], Fill] = _row_structure_fn(
-    Fill, FILL_COLUMNS, utc=("created_at",), direction=_by_value(Instruction)
+fill_from_row: Callable[..., Fill] = row_decoder(Fill, FILL_COLUMNS, utc=("created_at",))
+execution_from_row: Callable[..., Execution] = row_decoder(
+    Execution, EXECUTION_COLUMNS, utc=("executed_at", "created_at")
 )
-execution_from_row: Callable[[Any, Any], Execution] = _row_structure_fn(
-    Execution,
-    EXECUTION_COLUMNS,
-    utc=("executed_at", "created_at"),
-    direction=_by_value(Instruction),
-    status=_by_value(ExecutionStatus),
-)
-accumulator_from_row: Callable[[Any, Any], Accumulator] = _row_structure_fn(
+accumulator_from_row: Callable[..., Accumulator] = row_decoder(
     Accumulator, ACCUMULATOR_COLUMNS, utc=("last_updated",)
 )
-link_from_row: Callable[[Any, Any], ExecutionLink] = _row_structure_fn(ExecutionLink, LINK_COLUMNS)
-event_from_row: Callable[[Any, Any], QueuedEvent] = _row_structure_fn(
+link_from_row: Callable[..., ExecutionLink] = row_decoder(ExecutionLink, LINK_COLUMNS)
+event_from_row: Callable[..., QueuedEvent] = row_decoder(
     QueuedEvent,
     EVENT_COLUMNS,
     utc=("created_at", "processed_at", "last_failed_at", "next_attempt_at", "dead_at"),
 )
-for _model, _build in (
-    (Fill, fill_from_row),
-    (Execution, execution_from_row),
-    (Accumulator, accumulator_from_row),
-    (ExecutionLink, link_from_row),
-    (QueuedEvent, event_from_row),
-):
-    converter.register_structure_hook(_model, _build)

@@ -5,25 +5,26 @@ Both run the same operations (``persistence.operations``) through their I/O styl
 back. Outside a transaction every operation is one statement in autocommit: one round trip.
 While the server is known to be down, operations fail at once with DatabaseUnavailable
 instead of waiting for a pooled connection; the first one after it is back succeeds.
+
+psycopg's errors become ours at two points: where a connection is borrowed (``_getconn``), and
+``_failed`` for everything that runs on a borrowed one (an operation, a transaction block, a
+savepoint), which also notes a server that went away.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
-from contextlib import suppress
 from functools import partial
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import psycopg
-from psycopg.errors import _WaitTimeout  # psycopg's own signal that a wait's timeout expired
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooManyRequests
 
-from persistence._translate import OperationTimedOut, check_idle_connection, translate, translating
+from persistence._translate import translate
 from persistence.config import Settings
 from persistence.connect import (
     build_conninfo,
@@ -31,144 +32,46 @@ from persistence.connect import (
     open_async_connection,
     open_connection,
     server_url,
+    whole_seconds,
 )
-from persistence.errors import DatabaseUnavailable
-from persistence.event_store import aclose as close_async_event_store
-from persistence.event_store import attach as attach_event_store
-from persistence.event_store import close as close_event_store
-from persistence.event_store import for_transaction as transaction_event_store
+from persistence.connection import (
+    AsyncDeadlineConnection,
+    DeadlineConnection,
+    ServerDown,
+    async_pool_check,
+    pool_check,
+)
+from persistence.errors import DatabaseUnavailable, PersistenceError
+from persistence.event_store import drivers
+from persistence.health import HealthReport, async_health_check, health_check
 from persistence.operations import NONE, Operation, Query
-from persistence.repositories import (
-    AccumulatorRepository,
-    Async,
-    Checkpoints,
-    EventQueue,
-    EventStore,
-    ExecutionRepository,
-    FillRepository,
-    M,
-    SchwabAuthRepository,
-    Sync,
-    TradeRepository,
-    TransactionEventQueue,
-    TransactionEventStore,
-)
+from persistence.repositories import Async, EventStore, M, Sync
 from persistence.runners import arun_on, run_on
 from persistence.tokens import Keyring, keyring_for
-
-if TYPE_CHECKING:
-    from persistence.health import HealthReport
+from persistence.transaction import AsyncTransaction, Block, Lending, Repositories, Transaction
 
 __all__ = ["AsyncDatabase", "AsyncTransaction", "Database", "Transaction"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+P = TypeVar("P", ConnectionPool[Any], AsyncConnectionPool[Any])
 
 # The pool retries a lost connection with a growing delay; giving up after this many seconds
 # lets the next request start a fresh attempt at once, so recovery never waits on a long backoff.
 RECONNECT_TIMEOUT = 5.0
-# After a wait timed out, how long the cancel request may take before the connection is dropped.
-CANCEL_TIMEOUT = 1.0
 # Connections lent to user code (transaction blocks) may have changed session settings.
 RESET = "RESET ALL"
 PING: Query[None] = Query("SELECT 1", fetch=NONE)
+# What borrowing a connection may raise: ServerDown comes from the pool's check.
+ACQUIRE_ERRORS = (psycopg.Error, PoolTimeout, TooManyRequests, ServerDown)
 
 
-def _timed_out(deadline: float) -> OperationTimedOut:
-    logger.warning("no answer from the server within %g s: dropping the connection", deadline)
-    return OperationTimedOut(f"the server did not answer within {deadline:g} s")
-
-
-def _budget(deadline: float) -> tuple[float, float]:
-    """The deadline split into the wait for an answer and the cancel request after it."""
-    cancel = min(CANCEL_TIMEOUT, deadline / 4)
-    return deadline - cancel, cancel
-
-
-class _Deadline:
-    """``deadline`` on a connection: seconds within which each wait ends, or None.
-
-    Setting it precomputes the split into the wait for an answer and the cancel request after
-    it, so that the wait itself (on every statement's path) only reads two attributes.
-    """
-
-    def __get__(self, conn: Any, owner: Any) -> float | None:
-        return None if conn is None else conn._deadline
-
-    def __set__(self, conn: Any, seconds: float | None) -> None:
-        conn._deadline = seconds
-        conn._answer, conn._cancel = (None, 0.0) if seconds is None else _budget(seconds)
-
-
-class DeadlineConnection(psycopg.Connection[Any]):
-    """A connection whose every wait for the server ends within ``deadline`` seconds.
-
-    The server enforces statement_timeout only while it can hear us; a partition or a dead host
-    would leave a blocking call waiting forever. On expiry the statement is cancelled (when the
-    server can be reached in what is left of the deadline), the connection closed, and
-    OperationTimedOut raised.
-    """
-
-    deadline = _Deadline()
-    _deadline: float | None = None
-    _answer: float | None = None
-    _cancel = 0.0
-
-    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        if timeout is not None or self._answer is None:
-            return super().wait(gen, interval, timeout)  # psycopg's own bounded waits
-        try:
-            return super().wait(gen, interval, self._answer)
-        except _WaitTimeout:
-            with suppress(psycopg.Error):  # unreachable: closing is all that is left
-                self.cancel_safe(timeout=self._cancel)
-            self.close()
-            raise _timed_out(self._deadline or 0) from None
-
-
-class AsyncDeadlineConnection(psycopg.AsyncConnection[Any]):
-    """``DeadlineConnection`` for asyncio."""
-
-    deadline = _Deadline()
-    _deadline: float | None = None
-    _answer: float | None = None
-    _cancel = 0.0
-
-    async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-        if timeout is not None or self._answer is None:
-            return await super().wait(gen, interval, timeout)
-        try:
-            return await super().wait(gen, interval, self._answer)
-        except _WaitTimeout:
-            with suppress(psycopg.Error):
-                await self.cancel_safe(timeout=self._cancel)
-            await self.close()
-            raise _timed_out(self._deadline or 0) from None
-
-
-def _whole(seconds: float) -> int:
-    # libpq takes whole seconds and treats anything below 2 as 2
-    return max(2, math.ceil(seconds))
-
-
-class _ServerDown(BaseException):
-    """Raised from the pool's check to stop its wait at once (it re-raises BaseException only)."""
-
-    def __init__(self, error: DatabaseUnavailable) -> None:
-        self.error = error
-
-
-P = TypeVar("P", ConnectionPool[Any], AsyncConnectionPool[Any])
-
-
-class _Pooled(Generic[P]):
-    """What both databases share: settings, target, pool state and error handling."""
+class _Pooled(Repositories[M], Generic[P, M]):
+    """What both databases share: settings, target, repositories, pool state and errors."""
 
     _pool: P
-    # the pool's hooks, in each subclass's I/O style
-    _check: Callable[[Any], Any]
-    _configure: Callable[[Any], Any]
+    event_store: EventStore[M]
 
     def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None) -> None:
         self.settings = settings
@@ -176,6 +79,23 @@ class _Pooled(Generic[P]):
         self.target = describe_target(conninfo)
         self._conninfo = conninfo
         self._server_down = False
+        # the event store's project and wait_for, and its notifier (closed with the pool)
+        self._bind(self.run, keyring, settings, event_store=EventStore, **drivers(self, conninfo))
+        self._lending = Lending(
+            self._getconn,
+            self._give_back,
+            self._run_on,
+            self._failed,
+            keyring,
+            settings,
+            self.event_store.wakeups.poke,
+        )
+
+    # each I/O style's own, documented there
+    run: Callable[..., Any]
+    _getconn: Callable[[], Any]
+    _give_back: Callable[[Any], Any]
+    _run_on: Callable[[Any, Operation[Any]], Any]
 
     def _pool_options(self) -> dict[str, Any]:
         settings = self.settings
@@ -185,8 +105,6 @@ class _Pooled(Generic[P]):
             "max_size": settings.max_size,
             "timeout": settings.acquire_timeout,
             "kwargs": {"autocommit": True, "prepare_threshold": settings.prepare_threshold},
-            "check": self._check,
-            "configure": self._configure,
             "reconnect_timeout": RECONNECT_TIMEOUT,
             "name": "persistence",
             "open": False,
@@ -228,13 +146,9 @@ class _Pooled(Generic[P]):
             self.settings.max_size,
         )
 
-    def _acquire_failed(self, exc: BaseException, wait: float) -> BaseException:
-        if isinstance(exc, _ServerDown):
-            return exc.error
-        return translate(exc, acquire_timeout=wait)
-
-    def _failed(self, conn: Any, exc: psycopg.Error) -> BaseException:
-        """Our error for a failed operation; notes a server that went away."""
+    def _failed(self, conn: Any, exc: psycopg.Error) -> PersistenceError:
+        """Our error for one raised on a borrowed connection; a broken connection marks the
+        server down, so that the next call probes it instead of waiting for the pool."""
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and conn.broken:
             self._server_down = True
         return translate(exc)
@@ -243,181 +157,23 @@ class _Pooled(Generic[P]):
         return self.settings.acquire_timeout if timeout is None else timeout
 
 
-ACQUIRE_ERRORS = (psycopg.Error, PoolTimeout, TooManyRequests, _ServerDown)
-
-
-def _run_translated(conn: psycopg.Connection[Any], op: Operation[T]) -> T:
-    with translating():
-        return run_on(conn, op)  # type: ignore[no-any-return]
-
-
-async def _arun_translated(conn: psycopg.AsyncConnection[Any], op: Operation[T]) -> T:
-    with translating():
-        return await arun_on(conn, op)  # type: ignore[no-any-return]
-
-
-class Transaction(Generic[M]):
-    """The repositories bound to one connection inside a database's ``transaction()`` block.
-
-    ``Transaction[Sync]`` in ``Database.transaction()``, ``Transaction[Async]`` (whose methods
-    are awaited) in ``AsyncDatabase.transaction()``.
-    """
-
-    __slots__ = (
-        "accumulators",
-        "checkpoints",
-        "connection",
-        "event_store",
-        "events",
-        "executions",
-        "fills",
-        "schwab_auth",
-        "trades",
-    )
-
-    def __init__(
-        self,
-        connection: Any,
-        run: Callable[[Operation[Any]], Any],
-        keyring: Keyring | None,
-        settings: Settings | None = None,
-    ) -> None:
-        self.connection = connection
-        self.trades: TradeRepository[M] = TradeRepository(run)
-        self.schwab_auth: SchwabAuthRepository[M] = SchwabAuthRepository(run, keyring=keyring)
-        self.fills: FillRepository[M] = FillRepository(run)
-        self.executions: ExecutionRepository[M] = ExecutionRepository(run)
-        self.accumulators: AccumulatorRepository[M] = AccumulatorRepository(run)
-        self.events: TransactionEventQueue[M] = TransactionEventQueue(run, settings=settings)
-        self.event_store: TransactionEventStore[M]
-        self.checkpoints: Checkpoints[M]
-        self.event_store, self.checkpoints = transaction_event_store(run)
-
-    def transaction(self) -> _Savepoint[M]:
-        """A nested block, ``with`` (or ``async with``): a savepoint, rolled back alone when
-        the block raises."""
-        return _Savepoint(self)
-
-
-AsyncTransaction = Transaction  # the async API's name for Transaction[Async]
-
-
-class _Savepoint(Generic[M]):
-    """psycopg's nested transaction block, with our errors, for either I/O style."""
-
-    __slots__ = ("_block", "_tx")
-
-    def __init__(self, tx: Transaction[M]) -> None:
-        self._tx: Transaction[M] = tx
-        self._block: Any = tx.connection.transaction()
-
-    def __enter__(self) -> Transaction[M]:
-        with translating():
-            self._block.__enter__()
-        return self._tx
-
-    def __exit__(self, *exc: Any) -> Any:
-        with translating():
-            return self._block.__exit__(*exc)
-
-    async def __aenter__(self) -> Transaction[M]:
-        with translating():
-            await self._block.__aenter__()
-        return self._tx
-
-    async def __aexit__(self, *exc: Any) -> Any:
-        with translating():
-            return await self._block.__aexit__(*exc)
-
-
-class _Block(Generic[M]):
-    """A transaction on a borrowed connection, for either I/O style; our errors on the way out.
-
-    The connection is given back by the database, which resets its session settings.
-    """
-
-    __slots__ = ("_conn", "_db", "_events", "_run", "_tx")
-
-    def __init__(self, db: Any, run: Callable[[Any, Operation[Any]], Any]) -> None:
-        self._db = db
-        self._run = run
-
-    def _begun(self, conn: Any) -> Transaction[M]:
-        self._conn = conn
-        self._tx: Any = conn.transaction()
-        tx: Transaction[M] = Transaction(
-            conn, partial(self._run, conn), self._db._keyring, self._db.settings
-        )
-        self._events: Any = tx.event_store  # its appends poke the database's notifier after commit
-        return tx
-
-    def _error(self, exc: BaseException | None) -> BaseException | None:
-        return self._db._failed(self._conn, exc) if isinstance(exc, psycopg.Error) else None
-
-    def __enter__(self) -> Transaction[M]:
-        tx = self._begun(self._db._getconn())
-        try:
-            self._tx.__enter__()
-        except BaseException as exc:
-            self._db._give_back(self._conn)
-            raise (self._error(exc) or exc) from None
-        return tx
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        try:
-            self._tx.__exit__(kind, exc, tb)
-        except psycopg.Error as error:
-            exc = error
-        finally:
-            self._db._give_back(self._conn)
-        if (failure := self._error(exc)) is not None:  # a psycopg error of the block, or the commit
-            raise failure from None
-        if exc is None and self._events.appended:
-            self._db.event_store.wakeups.poke()
-
-    async def __aenter__(self) -> Transaction[M]:
-        tx = self._begun(await self._db._getconn())
-        try:
-            await self._tx.__aenter__()
-        except BaseException as exc:
-            await self._db._give_back(self._conn)
-            raise (self._error(exc) or exc) from None
-        return tx
-
-    async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        try:
-            await self._tx.__aexit__(kind, exc, tb)
-        except psycopg.Error as error:
-            exc = error
-        finally:
-            await self._db._give_back(self._conn)
-        if (failure := self._error(exc)) is not None:
-            raise failure from None
-        if exc is None and self._events.appended:
-            self._db.event_store.wakeups.poke()
-
-
 def _prepare(url: str | None, settings: dict[str, Any]) -> Settings:
     if url is not None:
         settings["url"] = url
     return Settings.from_env(**settings)
 
 
-class Database(_Pooled[ConnectionPool[Any]]):
+class Database(_Pooled[ConnectionPool[Any], Sync]):
     """A connection pool to one PostgreSQL database, with the repositories on it."""
 
     def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None = None) -> None:
         super().__init__(settings, conninfo, keyring)
-        self._pool = ConnectionPool(connection_class=DeadlineConnection, **self._pool_options())
-        self.trades: TradeRepository[Sync] = TradeRepository(self._run)
-        self.schwab_auth: SchwabAuthRepository[Sync] = SchwabAuthRepository(
-            self._run, keyring=keyring
+        self._pool = ConnectionPool(
+            connection_class=DeadlineConnection,
+            check=pool_check(partial(self._probe, settings.connect_timeout)),
+            configure=self._configure,
+            **self._pool_options(),
         )
-        self.fills: FillRepository[Sync] = FillRepository(self._run)
-        self.executions: ExecutionRepository[Sync] = ExecutionRepository(self._run)
-        self.accumulators: AccumulatorRepository[Sync] = AccumulatorRepository(self._run)
-        self.events: EventQueue[Sync] = EventQueue(self._run, settings=settings)
-        self.event_store: EventStore[Sync] = attach_event_store(self)
 
     @classmethod
     def connect(cls, url: str | None = None, *, wait: float = 0.0, **settings: Any) -> Database:
@@ -457,7 +213,7 @@ class Database(_Pooled[ConnectionPool[Any]]):
 
         Operations already running finish; their connections are closed as they come back.
         """
-        close_event_store(self)
+        self.event_store.wakeups.close()
         self._pool.close(timeout=timeout)
 
     def _configure(self, conn: DeadlineConnection) -> None:
@@ -466,7 +222,7 @@ class Database(_Pooled[ConnectionPool[Any]]):
     def _probe(self, wait: float) -> None:
         """Raise DatabaseUnavailable unless a new connection succeeds within about ``wait`` s."""
         try:
-            open_connection(self._conninfo, connect_timeout=_whole(wait)).close()
+            open_connection(self._conninfo, connect_timeout=whole_seconds(wait)).close()
         except DatabaseUnavailable:
             self._server_down = True
             raise
@@ -483,23 +239,15 @@ class Database(_Pooled[ConnectionPool[Any]]):
                 self._probe(wait)
             return self._pool.getconn(timeout=wait)  # type: ignore[no-any-return]
         except ACQUIRE_ERRORS as exc:
-            raise self._acquire_failed(exc, wait) from None
+            raise translate(exc, acquire_timeout=wait) from None
 
-    def _check(self, conn: psycopg.Connection[Any]) -> None:
-        try:
-            check_idle_connection(conn)
-            return
-        except psycopg.Error:
-            pass
-        # this connection is dead: is it just this one (terminated), or the server?
-        try:
-            self._probe(self.settings.connect_timeout)
-        except DatabaseUnavailable as down:
-            raise _ServerDown(down) from None
-        raise psycopg.OperationalError("connection lost")  # the pool takes another
+    def run(self, op: Operation[T], *, timeout: float | None = None) -> T:
+        """Run one operation (``persistence.operations``) on a pooled connection, in autocommit
+        unless it is atomic, and return its result; our errors only.
 
-    def _run(self, op: Operation[T], timeout: float | None = None) -> T:
-        """Run ``op`` on a pooled connection; ``timeout`` bounds both the wait and each answer."""
+        ``timeout`` bounds both the wait for a connection and each wait for the server (default:
+        the acquire and operation timeouts). For extensions: the repositories are this, bound.
+        """
         conn = self._getconn(timeout)
         if timeout is not None:
             conn.deadline = timeout
@@ -512,19 +260,28 @@ class Database(_Pooled[ConnectionPool[Any]]):
                 conn.deadline = self._deadline()
             self._pool.putconn(conn)
 
+    _run = run  # the name the test suite and the benchmarks call
+
+    def _run_on(self, conn: DeadlineConnection, op: Operation[T]) -> T:
+        """Run ``op`` on a connection borrowed by a transaction block."""
+        try:
+            return run_on(conn, op)  # type: ignore[no-any-return]
+        except psycopg.Error as exc:
+            raise self._failed(conn, exc) from None
+
     def ping(self) -> float:
         """One round trip to the server; returns its duration in seconds."""
         start = time.perf_counter()
-        self._run(PING)
+        self.run(PING)
         return time.perf_counter() - start
 
-    def transaction(self) -> _Block[Sync]:
+    def transaction(self) -> Block[Sync]:
         """A block whose operations share one connection: commit on exit, roll back on error.
 
         Nest with ``tx.transaction()`` for a savepoint. The connection goes back to the pool
         with its session settings reset, whatever the block SET.
         """
-        return _Block(self, _run_translated)
+        return Block(self._lending)
 
     def _give_back(self, conn: DeadlineConnection) -> None:
         """Return a connection lent to user code, its session settings reset."""
@@ -537,28 +294,20 @@ class Database(_Pooled[ConnectionPool[Any]]):
 
     def health_check(self, *, timeout: float = 2.0) -> HealthReport:
         """Report on the database; never raises, returns within about ``timeout`` seconds."""
-        from persistence.health import health_check
-
         return health_check(self, timeout=timeout)
 
 
-class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
+class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
     """``Database`` for asyncio: the same operations, settings and errors, each awaited."""
 
     def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None = None) -> None:
         super().__init__(settings, conninfo, keyring)
         self._pool = AsyncConnectionPool(
-            connection_class=AsyncDeadlineConnection, **self._pool_options()
+            connection_class=AsyncDeadlineConnection,
+            check=async_pool_check(partial(self._probe, settings.connect_timeout)),
+            configure=self._configure,
+            **self._pool_options(),
         )
-        self.trades: TradeRepository[Async] = TradeRepository(self._run)
-        self.schwab_auth: SchwabAuthRepository[Async] = SchwabAuthRepository(
-            self._run, keyring=keyring
-        )
-        self.fills: FillRepository[Async] = FillRepository(self._run)
-        self.executions: ExecutionRepository[Async] = ExecutionRepository(self._run)
-        self.accumulators: AccumulatorRepository[Async] = AccumulatorRepository(self._run)
-        self.events: EventQueue[Async] = EventQueue(self._run, settings=settings)
-        self.event_store: EventStore[Async] = attach_event_store(self)
 
     @classmethod
     async def connect(
@@ -592,7 +341,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close the pool. Safe to call twice."""
-        await close_async_event_store(self)
+        await self.event_store.wakeups.close()
         await self._pool.close(timeout=timeout)
 
     async def _configure(self, conn: AsyncDeadlineConnection) -> None:
@@ -601,7 +350,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
     async def _probe(self, wait: float) -> None:
         try:
             await (
-                await open_async_connection(self._conninfo, connect_timeout=_whole(wait))
+                await open_async_connection(self._conninfo, connect_timeout=whole_seconds(wait))
             ).close()
         except DatabaseUnavailable:
             self._server_down = True
@@ -615,23 +364,10 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
                 await self._probe(wait)
             return await self._pool.getconn(timeout=wait)  # type: ignore[no-any-return]
         except ACQUIRE_ERRORS as exc:
-            raise self._acquire_failed(exc, wait) from None
+            raise translate(exc, acquire_timeout=wait) from None
 
-    async def _check(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        try:
-            pending = check_idle_connection(conn, AsyncConnectionPool.check_connection)
-            if pending is not None:
-                await pending
-            return
-        except psycopg.Error:
-            pass
-        try:
-            await self._probe(self.settings.connect_timeout)
-        except DatabaseUnavailable as down:
-            raise _ServerDown(down) from None
-        raise psycopg.OperationalError("connection lost")
-
-    async def _run(self, op: Operation[T], timeout: float | None = None) -> T:
+    async def run(self, op: Operation[T], *, timeout: float | None = None) -> T:
+        """``Database.run`` for asyncio: ``await db.run(op, timeout=...)``."""
         conn = await self._getconn(timeout)
         if timeout is not None:
             conn.deadline = timeout
@@ -644,15 +380,23 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
                 conn.deadline = self._deadline()
             await self._pool.putconn(conn)
 
+    _run = run  # the name the test suite and the benchmarks call
+
+    async def _run_on(self, conn: AsyncDeadlineConnection, op: Operation[T]) -> T:
+        try:
+            return await arun_on(conn, op)  # type: ignore[no-any-return]
+        except psycopg.Error as exc:
+            raise self._failed(conn, exc) from None
+
     async def ping(self) -> float:
         """One round trip to the server; returns its duration in seconds."""
         start = time.perf_counter()
-        await self._run(PING)
+        await self.run(PING)
         return time.perf_counter() - start
 
-    def transaction(self) -> _Block[Async]:
+    def transaction(self) -> Block[Async]:
         """``Database.transaction`` for asyncio: ``async with db.transaction() as tx``."""
-        return _Block(self, _arun_translated)
+        return Block(self._lending)
 
     async def _give_back(self, conn: AsyncDeadlineConnection) -> None:
         try:
@@ -664,6 +408,4 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any]]):
 
     async def health_check(self, *, timeout: float = 2.0) -> HealthReport:
         """Report on the database; never raises, returns within about ``timeout`` seconds."""
-        from persistence.health import async_health_check
-
         return await async_health_check(self, timeout=timeout)

@@ -1,7 +1,7 @@
 """The event store's values: NewEvent (to append), RecordedEvent (stored), Snapshot.
 
 Frozen, slotted attrs classes like the other models. ``NewEvent`` and ``Snapshot`` validate
-themselves when built (text fields with ``check_text``, payloads with ``check_json_object``),
+themselves when built (the rules of ``persistence.validation``),
 so an append or a save checks only that it got them; ``RecordedEvent`` is built from stored
 rows, which the database's constraints already checked. Payloads are not frozen: do not change
 a dict after building the event from it.
@@ -14,8 +14,14 @@ from typing import Any
 
 import attrs
 
-from persistence.errors import ValidationError
-from persistence.models import INT64_MAX, check_json_object, check_text, to_utc
+from persistence.validation import (
+    INT64_MAX,
+    as_utc,
+    aware,
+    check_json_object,
+    integer_field,
+    text_field,
+)
 
 __all__ = [
     "MAX_AGGREGATE_ID",
@@ -26,7 +32,6 @@ __all__ = [
     "NewEvent",
     "RecordedEvent",
     "Snapshot",
-    "check_count",
 ]
 
 # The longest text each field takes (migration 0007's CHECKs hold the same numbers): an
@@ -38,37 +43,8 @@ MAX_EVENT_VERSION = 32
 MAX_CHECKPOINT_NAME = 200
 
 
-def _text(max_length: int) -> Any:
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        check_text(attribute.name, value, max_length=max_length)
-
-    return validate
-
-
 def _json(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     check_json_object(attribute.name, value)
-
-
-def check_count(name: str, value: Any, *, minimum: int = 0) -> int:
-    """``value`` if it is an int from ``minimum`` to 2**63 - 1 (a bigint), else ValidationError."""
-    if type(value) is not int or not minimum <= value <= INT64_MAX:
-        raise ValidationError(f"{name}={value!r}: must be an int from {minimum} to {INT64_MAX}")
-    return value
-
-
-def _count(minimum: int) -> Any:
-    def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        check_count(attribute.name, value, minimum=minimum)
-
-    return validate
-
-
-def _aware(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise ValidationError(f"taken_at={value!r}: must be a timezone-aware datetime or None")
-    return to_utc("taken_at", value)
 
 
 @attrs.frozen
@@ -81,9 +57,11 @@ class NewEvent:
     (convert it to str, which keeps every digit).
     """
 
-    event_type: str = attrs.field(validator=_text(MAX_EVENT_TYPE))
+    event_type: str = attrs.field(validator=text_field(max_length=MAX_EVENT_TYPE))
     payload: dict[str, Any] = attrs.field(validator=_json)
-    event_version: str = attrs.field(default="1", validator=_text(MAX_EVENT_VERSION))
+    event_version: str = attrs.field(
+        default="1", validator=text_field(max_length=MAX_EVENT_VERSION)
+    )
     metadata: dict[str, Any] = attrs.field(factory=dict, validator=_json)
 
 
@@ -110,9 +88,9 @@ class Snapshot:
     ``taken_at`` is set by the database when saved (None on a snapshot not yet saved).
     """
 
-    aggregate_type: str = attrs.field(validator=_text(MAX_AGGREGATE_TYPE))
-    aggregate_id: str = attrs.field(validator=_text(MAX_AGGREGATE_ID))
-    last_sequence: int = attrs.field(validator=_count(1))
-    snapshot_version: int = attrs.field(validator=_count(0))
+    aggregate_type: str = attrs.field(validator=text_field(max_length=MAX_AGGREGATE_TYPE))
+    aggregate_id: str = attrs.field(validator=text_field(max_length=MAX_AGGREGATE_ID))
+    last_sequence: int = attrs.field(validator=integer_field(1, INT64_MAX))
+    snapshot_version: int = attrs.field(validator=integer_field(0, INT64_MAX))
     payload: dict[str, Any] = attrs.field(validator=_json)
-    taken_at: datetime | None = attrs.field(default=None, converter=_aware)
+    taken_at: datetime | None = attrs.field(default=None, converter=as_utc, validator=aware)

@@ -22,21 +22,20 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from contextlib import suppress
+from functools import update_wrapper
 from typing import Any
 
 import psycopg
 
-from persistence._translate import translating
 from persistence.errors import ValidationError
 from persistence.operations import Query
 from persistence.operations import event_store as ops
 from persistence.queries.event_store import NOTIFY_CHANNEL
-from persistence.repositories import Checkpoints, EventStore, TransactionEventStore
-from persistence.runners import arun_on, run_on
+from persistence.repositories import EventStore
 
-__all__ = ["DEFAULT_POLL_INTERVAL", "aclose", "attach", "close"]
+__all__ = ["DEFAULT_POLL_INTERVAL", "drivers"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,15 +112,20 @@ class _Wakeups:
         self._listener: threading.Thread | None = None
         self._listening = threading.Event()
 
+    def _once(self, attribute: str, target: Callable[[], None]) -> None:
+        """Start ``target`` in a daemon thread kept in ``attribute``: once, and not once closed."""
+        if getattr(self, attribute) is None:
+            with self._lock:
+                if getattr(self, attribute) is None and not self._closed:
+                    thread = threading.Thread(
+                        target=target, name=f"persistence{attribute.replace('_', '-')}", daemon=True
+                    )
+                    setattr(self, attribute, thread)
+                    thread.start()
+
     def poke(self) -> None:
         """An append committed: have the notifier send a NOTIFY (one per burst)."""
-        if self._notifier is None:
-            with self._lock:
-                if self._notifier is None and not self._closed:
-                    self._notifier = threading.Thread(
-                        target=self._notify, name="persistence-notifier", daemon=True
-                    )
-                    self._notifier.start()
+        self._once("_notifier", self._notify)
         self._poked.set()
 
     def _notify(self) -> None:
@@ -147,13 +151,7 @@ class _Wakeups:
 
     def listen(self, wait: float) -> None:
         """Start the listener (once); waits up to ``wait`` s for its LISTEN to be in place."""
-        if self._listener is None:
-            with self._lock:
-                if self._listener is None and not self._closed:
-                    self._listener = threading.Thread(
-                        target=self._listen, name="persistence-listener", daemon=True
-                    )
-                    self._listener.start()
+        self._once("_listener", self._listen)
         self._listening.wait(wait)
 
     def _bump(self) -> None:
@@ -187,59 +185,6 @@ class _Wakeups:
         for thread in (self._notifier, self._listener):
             if thread is not None:
                 thread.join(_TICK * 5)
-
-
-def _project(
-    db: Any,
-    name: str,
-    handler: Callable[[Any, list[Any]], Any],
-    *,
-    limit: int = 500,
-    version: int | None = None,
-    reset: Callable[[Any], Any] | None = None,
-) -> int:
-    plan = ops.project(name, limit=limit, version=version)
-    _handlers(handler, reset)
-    with db.transaction() as tx:
-        reply: Any = None
-        while True:
-            try:
-                step = plan.send(reply)
-            except StopIteration as done:
-                return int(done.value)
-            reply = None
-            if isinstance(step, ops.Handle):
-                handler(tx, step.events)
-            elif isinstance(step, ops.Reset):
-                if reset is not None:
-                    reset(tx)
-            else:
-                assert isinstance(step, Query)
-                with translating():
-                    reply = run_on(tx.connection, step)
-
-
-def _wait_for(
-    db: Any,
-    wakeups: _Wakeups,
-    after_position: int,
-    *,
-    timeout: float,
-    poll_interval: float = DEFAULT_POLL_INTERVAL,
-) -> bool:
-    check = ops.readable_after(after_position)
-    timeout, poll_interval = _wait_args(timeout, poll_interval)
-    deadline = time.monotonic() + timeout
-    wakeups.listen(min(timeout, db.settings.connect_timeout))
-    pause = _Pause(poll_interval)
-    while True:
-        seen = wakeups.generation  # read before the check: a notification after it wakes us
-        if db._run(check):
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        pause.woken(wakeups.wait(seen, min(pause.next(), remaining)))
 
 
 # --- asyncio -------------------------------------------------------------------------------
@@ -340,60 +285,100 @@ class _AsyncWakeups:
                     await task
 
 
-async def _aproject(
-    db: Any,
-    name: str,
-    handler: Callable[[Any, list[Any]], Any],
-    *,
-    limit: int = 500,
-    version: int | None = None,
-    reset: Callable[[Any], Any] | None = None,
-) -> int:
-    plan = ops.project(name, limit=limit, version=version)
+# --- the drivers, written once: each I/O call's result is a value on the blocking API and an
+# awaitable on asyncio, which _drive and _adrive resolve ------------------------------------
+
+Calls = Generator[Any, Any, Any]
+
+
+def _plan(name: str, handler: Any, reset: Any, options: dict[str, Any]) -> ops.Plan:
+    """``project``'s arguments checked, before a connection is borrowed; the batch's plan."""
+    steps = ops.project(name, **options)
     _handlers(handler, reset)
-    async with db.transaction() as tx:
-        reply: Any = None
-        while True:
-            try:
-                step = plan.send(reply)
-            except StopIteration as done:
-                return int(done.value)
-            reply = None
-            if isinstance(step, ops.Handle):
-                result = handler(tx, step.events)
-                if inspect.isawaitable(result):
-                    await result
-            elif isinstance(step, ops.Reset):
-                if reset is not None and inspect.isawaitable(result := reset(tx)):
-                    await result
-            else:
-                assert isinstance(step, Query)
-                with translating():
-                    reply = await arun_on(tx.connection, step)
+    return steps
 
 
-async def _await_for(
+def _projecting(tx: Any, steps: ops.Plan, handler: Any, reset: Any) -> Calls:
+    """``project``'s batch in the transaction ``tx``: the plan's statements on its connection,
+    the user's ``handler`` and ``reset`` where the plan says."""
+    reply: Any = None
+    while True:
+        try:
+            step = steps.send(reply)
+        except StopIteration as done:
+            return int(done.value)
+        if isinstance(step, ops.Handle):
+            reply = yield handler(tx, step.events)
+        elif isinstance(step, ops.Reset):
+            reply = yield None if reset is None else reset(tx)
+        else:
+            assert isinstance(step, Query)
+            reply = yield tx.run(step)  # on the block's connection; our errors only
+
+
+def _waiting(
     db: Any,
-    wakeups: _AsyncWakeups,
+    wakeups: Any,
     after_position: int,
     *,
     timeout: float,
     poll_interval: float = DEFAULT_POLL_INTERVAL,
-) -> bool:
+) -> Calls:
+    """``wait_for``: check, then wait for a notification or the next poll, until the deadline."""
     check = ops.readable_after(after_position)
     timeout, poll_interval = _wait_args(timeout, poll_interval)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    await wakeups.listen(min(timeout, db.settings.connect_timeout))
+    deadline = time.monotonic() + timeout
+    yield wakeups.listen(min(timeout, db.settings.connect_timeout))
     pause = _Pause(poll_interval)
     while True:
-        seen = wakeups.generation
-        if await db._run(check):
+        seen = wakeups.generation  # read before the check: a notification after it wakes us
+        if (yield db.run(check)):
             return True
-        remaining = deadline - loop.time()
+        remaining = deadline - time.monotonic()
         if remaining <= 0:
             return False
-        pause.woken(await wakeups.wait(seen, min(pause.next(), remaining)))
+        pause.woken((yield wakeups.wait(seen, min(pause.next(), remaining))))
+
+
+def _drive(calls: Calls) -> Any:
+    """Run ``calls`` on the blocking API: each call's value is its result."""
+    try:
+        result = next(calls)
+        while True:
+            result = calls.send(result)
+    except StopIteration as done:
+        return done.value
+
+
+async def _adrive(calls: Calls) -> Any:
+    """Run ``calls`` on asyncio: awaitables are awaited (a user's handler may be either)."""
+    result = None
+    try:
+        while True:
+            value = calls.send(result)
+            result = await value if inspect.isawaitable(value) else value
+    except StopIteration as done:  # only send raises it: PEP 479 turns an await's into an error
+        return done.value
+
+
+def _project(db: Any, name: str, handler: Any, *, reset: Any = None, **options: Any) -> int:
+    steps = _plan(name, handler, reset, options)
+    with db.transaction() as tx:
+        return int(_drive(_projecting(tx, steps, handler, reset)))
+
+
+async def _aproject(db: Any, name: str, handler: Any, *, reset: Any = None, **options: Any) -> int:
+    steps = _plan(name, handler, reset, options)
+    async with db.transaction() as tx:
+        return int(await _adrive(_projecting(tx, steps, handler, reset)))
+
+
+def _wait_for(db: Any, wakeups: _Wakeups, after_position: int, **options: Any) -> bool:
+    return bool(_drive(_waiting(db, wakeups, after_position, **options)))
+
+
+async def _await_for(db: Any, wakeups: Any, after_position: int, **options: Any) -> bool:
+    return bool(await _adrive(_waiting(db, wakeups, after_position, **options)))
 
 
 # --- wiring --------------------------------------------------------------------------------
@@ -403,43 +388,20 @@ def _bound(name: str, driver: Callable[..., Any], *first: Any) -> Callable[..., 
     def method(*args: Any, **kwargs: Any) -> Any:
         return driver(*first, *args, **kwargs)
 
-    method.__name__ = method.__qualname__ = name
-    method.__doc__ = EventStore.__dict__[name].__doc__
-    return method
+    # the public signature and docstring: EventStore's declaration of the method
+    return update_wrapper(method, EventStore.__dict__[name].build)
 
 
-def attach(db: Any) -> EventStore[Any]:
-    """The event store of ``db`` (a Database or an AsyncDatabase), with its notifier."""
-    if inspect.iscoroutinefunction(db._run):
-        awakeups = _AsyncWakeups(db._conninfo)
-        return EventStore(
-            db._run,
-            appended=awakeups.poke,
-            wakeups=awakeups,
-            project=_bound("project", _aproject, db),
-            wait_for=_bound("wait_for", _await_for, db, awakeups),
-        )
-    wakeups = _Wakeups(db._conninfo)
-    return EventStore(
-        db._run,
-        appended=wakeups.poke,
-        wakeups=wakeups,
-        project=_bound("project", _project, db),
-        wait_for=_bound("wait_for", _wait_for, db, wakeups),
-    )
-
-
-def for_transaction(run: Callable[..., Any]) -> tuple[TransactionEventStore[Any], Checkpoints[Any]]:
-    """A transaction's ``event_store`` (its appends poke the notifier after the commit) and
-    ``checkpoints``."""
-    return TransactionEventStore(run), Checkpoints(run)
-
-
-def close(db: Any) -> None:
-    """Stop a Database's notifier and listener."""
-    db.event_store.wakeups.close()
-
-
-async def aclose(db: Any) -> None:
-    """Stop an AsyncDatabase's notifier and listener."""
-    await db.event_store.wakeups.close()
+def drivers(db: Any, conninfo: str) -> dict[str, Any]:
+    """What ``db`` (a Database or an AsyncDatabase) binds its ``EventStore`` with: the notifier
+    its appends poke (``appended``, ``wakeups``; the database closes it) and the drivers of
+    ``project`` and ``wait_for`` in its I/O style."""
+    asynchronous = inspect.iscoroutinefunction(db.run)
+    wakeups = (_AsyncWakeups if asynchronous else _Wakeups)(conninfo)
+    project, wait_for = (_aproject, _await_for) if asynchronous else (_project, _wait_for)
+    return {
+        "appended": wakeups.poke,
+        "wakeups": wakeups,
+        "project": _bound("project", project, db),
+        "wait_for": _bound("wait_for", wait_for, db, wakeups),
+    }

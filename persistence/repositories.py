@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial, update_wrapper
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from persistence.event_models import RecordedEvent
 from persistence.operations import Operation, Query
@@ -230,22 +230,16 @@ class notifying(operation[P, T]):
         return notifying_build
 
 
-class driven(Generic[P, T]):
-    """A method that is more than one operation (``project``, ``wait_for``): the database hands
-    its driver, in its I/O style, to the repository (``context[name]``)."""
+class driven(operation[P, T]):
+    """A method that is more than one operation (``project``, ``wait_for``), declared by its
+    signature: the database hands the driver that runs it, in its I/O style, as
+    ``context[name]``."""
 
     def __init__(self, signature: Callable[P, T]) -> None:
-        self.name = signature.__name__
-        self.__doc__ = signature.__doc__
+        super().__init__(cast("Callable[P, Operation[T]]", signature))  # its name and docs only
 
-    @overload
-    def __get__(self, obj: None, owner: Any) -> driven[P, T]: ...
-    @overload
-    def __get__(self, obj: Repository[Sync], owner: Any) -> Callable[P, T]: ...
-    @overload
-    def __get__(self, obj: Repository[Async], owner: Any) -> Callable[P, Awaitable[T]]: ...
-    def __get__(self, obj: Any, owner: Any) -> Any:
-        return self if obj is None else obj.__dict__[self.name]
+    def bind(self, run: Run, context: dict[str, Any]) -> Callable[P, Any]:
+        return cast("Callable[P, Any]", context[self.name])
 
 
 def _project(
@@ -284,8 +278,8 @@ def _wait_for(after_position: int, *, timeout: float, poll_interval: float = 0.5
     raise NotImplementedError  # a signature: the database's driver runs
 
 
-_project.__name__ = "project"
-_wait_for.__name__ = "wait_for"
+_project.__name__ = _project.__qualname__ = "project"
+_wait_for.__name__ = _wait_for.__qualname__ = "wait_for"
 
 
 class TransactionEventStore(Repository[M]):
@@ -320,10 +314,8 @@ class EventStore(TransactionEventStore[M]):
     wait_for = driven(_wait_for)
 
     def __init__(self, run: Run, **context: Any) -> None:
-        self.wakeups: Any = context.pop("wakeups", None)
-        drivers = {name: context.pop(name) for name in ("project", "wait_for")}
+        self.wakeups: Any = context.get("wakeups")  # the notifier: the database closes it
         super().__init__(run, **context)
-        self.__dict__.update(drivers)
 
 
 class Checkpoints(Repository[M]):

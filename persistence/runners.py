@@ -3,8 +3,10 @@
 There is one driver per I/O style: ``run_on`` for a blocking connection and ``arun_on`` for an
 asyncio one. Each executes a :class:`Query` in one round trip, or drives a :class:`Steps`
 generator, inside a transaction when it is atomic (a savepoint when one is already open).
-psycopg's errors leave a driver as they are: the caller, which knows whether it owns the
-connection, translates them. Everything an operation means lives in the operation.
+psycopg's errors leave a driver as they are: the database, which knows whether the server went
+away with the connection, translates them (``Database._failed``); only a failed savepoint
+step's error is translated here, to be thrown into its generator. Everything an operation means
+lives in the operation.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import psycopg
 
 from persistence._translate import translate
 from persistence.errors import PersistenceError, ValidationError
-from persistence.models import _SURROGATE_REASON, surrogate_at
 from persistence.operations import ALL, COUNT, ONE, Batch, Copy, Operation, Query, Step, Steps
+from persistence.validation import SURROGATE_REASON, surrogate_at
 
 __all__ = ["arun_on", "run_on"]
 
@@ -71,7 +73,7 @@ def _unencodable(step: Query[Any] | Copy) -> ValidationError:
         if isinstance(value, str) and surrogate_at(value) is not None
     )
     where = ", ".join(names) if names else "a text value"
-    return ValidationError(f"{where} holds a lone surrogate (value not shown): {_SURROGATE_REASON}")
+    return ValidationError(f"{where} holds a lone surrogate (value not shown): {SURROGATE_REASON}")
 
 
 def _execute(conn: Connection, step: Query[Any] | Copy) -> Any:

@@ -20,7 +20,6 @@ __all__ = [
     "SCHWAB_AUTH_SEALED",
     "TRADES",
     "TRADE_COLUMNS",
-    "TRADE_KEY",
 ]
 
 TRADES = Table("trades")
@@ -44,7 +43,6 @@ TRADE_COLUMNS: tuple[str, ...] = (
     "created_at",
     "completed_at",
 )
-TRADE_KEY: tuple[str, str] = ("tx_hash", "log_index")
 
 SCHWAB_AUTH = Table("schwab_auth")
 SCHWAB_AUTH_COLUMNS: tuple[str, ...] = (

@@ -299,6 +299,12 @@ def _keys(worker: int) -> Iterator[tuple[str, str]]:
         yield ("trade" if n % 2 else "fill"), f"0x{worker:08x}{n:056x}"
 
 
+def _worker_of(key: str) -> int:
+    """The worker whose ``_keys`` made ``key``: a retry must repeat the write exactly (a fill
+    recorded again under its key with another symbol is a Conflict, not a retry)."""
+    return int(key[2:10], 16)
+
+
 def _sync_writers(db: Database, outcome: Outcome, stop: threading.Event, workers: int) -> Any:
     def work(worker: int) -> None:
         for kind, key in _keys(worker):
@@ -341,12 +347,12 @@ DB_SETTINGS: dict[str, Any] = {"min_size": 2, "max_size": 8, "connect_timeout": 
 
 def _retry(db: Database, outcome: Outcome) -> None:
     for kind, key in outcome.failed:
-        _write(db, kind, key, 0)  # inserted now, or found already stored: either is fine
+        _write(db, kind, key, _worker_of(key))  # inserted now, or found already stored
 
 
 async def _async_retry(db: AsyncDatabase, outcome: Outcome) -> None:
     for kind, key in outcome.failed:
-        await _write(db, kind, key, 0)
+        await _write(db, kind, key, _worker_of(key))
 
 
 def run_scenario(

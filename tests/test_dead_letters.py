@@ -28,7 +28,7 @@ from persistence import (
 from persistence.config import EVENT_RETRY_DELAY_CAP
 from persistence.import_sqlite import ImportFailed
 from persistence.migrate import load_migrations
-from persistence.queries import batching as sql
+from persistence.queries import events as sql
 from tests import bot_store
 from tests.factories import make_fill, tx_hash
 from tests.test_import_batching import EVENTS, STEPS, run

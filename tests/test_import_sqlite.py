@@ -370,7 +370,7 @@ def test_verification_catches_a_conversion_that_rounds(
     tmp_path: Path, emptied_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The check reads the SQLite file again: a converter that loses digits cannot pass it."""
-    import persistence.import_sqlite as importer
+    import persistence.import_sqlite.layout1 as importer
 
     convert = importer.to_decimal
 

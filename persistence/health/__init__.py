@@ -11,12 +11,11 @@ from collections.abc import Generator
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
 from persistence.config import redact
-from persistence.database import AsyncDatabase, Database
 from persistence.errors import MigrationDrift, PersistenceError
 from persistence.migrate import (
     AppliedMigration,
@@ -26,6 +25,9 @@ from persistence.migrate import (
     load_migrations,
 )
 from persistence.operations import ALL, Query, Step, Steps
+
+if TYPE_CHECKING:  # the databases import this module; it needs them only for their types
+    from persistence.database import AsyncDatabase, Database
 
 __all__ = ["HealthReport", "Status", "async_health_check", "health_check"]
 
@@ -88,6 +90,10 @@ def _waiting_now(db: Database | AsyncDatabase, reported: int) -> int:
     that timed out stays queued until a returned connection is offered to it (and refused):
     on an exhausted pool it is counted long after it gave up. A waiter still waiting has
     neither a connection nor an error yet.
+
+    ``_waiting`` (a deque of WaitingClient, with ``conn`` and ``error``) is private to
+    psycopg_pool: checked against psycopg_pool 3.3.3; tests/test_psycopg_private.py fails
+    loudly if an upgrade changes its shape.
     """
     queue = getattr(db.pool, "_waiting", None)
     if queue is None:  # another psycopg_pool: its own figure
@@ -201,7 +207,7 @@ def health_check(db: Database, *, timeout: float = 2.0) -> HealthReport:
         return early
     start = time.perf_counter()
     try:
-        facts = db._run(_server_facts(timeout), timeout)
+        facts = db.run(_server_facts(timeout), timeout=timeout)
     except Exception as exc:  # a health check reports; it never raises
         return _failed(db, now, exc)
     return _report(db, now, facts, (time.perf_counter() - start) * 1000)
@@ -214,7 +220,7 @@ async def async_health_check(db: AsyncDatabase, *, timeout: float = 2.0) -> Heal
         return early
     start = time.perf_counter()
     try:
-        facts = await db._run(_server_facts(timeout), timeout)
+        facts = await db.run(_server_facts(timeout), timeout=timeout)
     except Exception as exc:
         return _failed(db, now, exc)
     return _report(db, now, facts, (time.perf_counter() - start) * 1000)

@@ -15,7 +15,19 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["ALL", "COUNT", "NONE", "ONE", "Batch", "Copy", "Operation", "Query", "Steps"]
+__all__ = [
+    "ALL",
+    "COUNT",
+    "NONE",
+    "ONE",
+    "Batch",
+    "Copy",
+    "Operation",
+    "Query",
+    "Steps",
+    "integer",
+    "new_id",
+]
 
 T = TypeVar("T")
 
@@ -25,6 +37,17 @@ ONE, ALL, COUNT, NONE = range(4)
 
 def _same(value: Any) -> Any:
     return value
+
+
+# decodes several operation modules share
+def integer(row: Any) -> int:
+    """The row's one column as an int (a count)."""
+    return int(row[0])
+
+
+def new_id(row: Any) -> int | None:
+    """The id an insert returned, or None when it inserted nothing (the row was stored already)."""
+    return None if row is None else int(row[0])
 
 
 class Query(Generic[T]):

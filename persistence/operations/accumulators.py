@@ -8,21 +8,23 @@ from typing import Any
 from persistence.converter import accumulator_from_row
 from persistence.models import Accumulator
 from persistence.operations import ALL, Query
-from persistence.operations.executions import _symbol
-from persistence.queries import batching as sql
+from persistence.queries import accumulators as sql
+from persistence.validation import check_symbol
 
 
 def _accumulator(row: Any) -> Accumulator | None:
-    return None if row is None else accumulator_from_row(row, Accumulator)
+    return None if row is None else accumulator_from_row(row)
 
 
 def _accumulators(rows: Any) -> builtins.list[Accumulator]:
-    return [accumulator_from_row(row, Accumulator) for row in rows]
+    return [accumulator_from_row(row) for row in rows]
 
 
 def get(symbol: str) -> Query[Accumulator | None]:
     """The symbol's accumulator, or None before its first fill."""
-    return Query(sql.SELECT_ACCUMULATOR, {"symbol": _symbol(symbol)}, decode=_accumulator)
+    return Query(
+        sql.SELECT_ACCUMULATOR, {"symbol": check_symbol("symbol", symbol)}, decode=_accumulator
+    )
 
 
 def list() -> Query[builtins.list[Accumulator]]:

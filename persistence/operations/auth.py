@@ -13,11 +13,11 @@ from collections.abc import Generator
 from functools import partial
 from typing import Any
 
-from persistence import queries
 from persistence.converter import auth_from_row
 from persistence.errors import ConfigurationError, ValidationError
 from persistence.models import SchwabAuth
 from persistence.operations import ALL, COUNT, NONE, Query, Step, Steps
+from persistence.queries import auth as sql
 from persistence.tokens import NO_KEY, Keyring
 
 logger = logging.getLogger("persistence.tokens")
@@ -76,23 +76,23 @@ def _opened(keyring: Keyring | None, row: Any) -> SchwabAuth | None:
             "schwab_auth holds the tokens in plain text: run `python -m persistence.tokens "
             "encrypt` (the next save seals them too)"
         )
-    return auth_from_row((access, row[1], refresh, row[3]), SchwabAuth)
+    return auth_from_row((access, row[1], refresh, row[3]))
 
 
 def save(keyring: Keyring | None, auth: SchwabAuth) -> Query[None]:
     """Store ``auth``, sealed, replacing the tokens saved before."""
-    return Query(queries.UPSERT_SCHWAB_AUTH, sealed_params(auth, keyring), fetch=NONE)
+    return Query(sql.UPSERT_SCHWAB_AUTH, sealed_params(auth, keyring), fetch=NONE)
 
 
 def insert_if_absent(keyring: Keyring | None, auth: SchwabAuth) -> Query[int]:
     """Store ``auth``, sealed, unless tokens are stored already; 1 if stored, else 0."""
-    return Query(queries.INSERT_SCHWAB_AUTH_IF_ABSENT, sealed_params(auth, keyring), fetch=COUNT)
+    return Query(sql.INSERT_SCHWAB_AUTH_IF_ABSENT, sealed_params(auth, keyring), fetch=COUNT)
 
 
 def load(keyring: Keyring | None) -> Query[SchwabAuth | None]:
     """The saved tokens, or None before the first save."""
     # binary: the sealed bytea arrives as bytes instead of hex text (measured: 6 µs of ~20)
-    return Query(queries.SELECT_SCHWAB_AUTH, decode=partial(_opened, keyring), binary=True)
+    return Query(sql.SELECT_SCHWAB_AUTH, decode=partial(_opened, keyring), binary=True)
 
 
 def _by_key(rows: Any) -> dict[str, int]:
@@ -101,7 +101,7 @@ def _by_key(rows: Any) -> dict[str, int]:
 
 def status() -> Query[dict[str, int]]:
     """How many rows are sealed under each key id, and how many are plain ("plain")."""
-    return Query(queries.COUNT_SCHWAB_AUTH_BY_KEY, fetch=ALL, decode=_by_key)
+    return Query(sql.COUNT_SCHWAB_AUTH_BY_KEY, fetch=ALL, decode=_by_key)
 
 
 def encrypt(keyring: Keyring | None) -> Steps[dict[str, int]]:
@@ -123,7 +123,7 @@ def decrypt(keyring: Keyring | None) -> Steps[dict[str, int]]:
 def _reseal(
     keyring: Keyring | None, chosen: Any, *, seal: bool = True
 ) -> Generator[Step, Any, dict[str, int]]:
-    rows = yield Query(queries.SELECT_SCHWAB_AUTH_FOR_UPDATE, fetch=ALL)
+    rows = yield Query(sql.SELECT_SCHWAB_AUTH_FOR_UPDATE, fetch=ALL)
     done: dict[str, int] = {}
     for row in rows:
         key_id = row[7]
@@ -144,7 +144,7 @@ def _reseal(
                 refresh_token_sealed=None,
                 token_key_id=None,
             )
-        yield Query(queries.UPDATE_SCHWAB_AUTH_TOKENS, params, fetch=NONE)
+        yield Query(sql.UPDATE_SCHWAB_AUTH_TOKENS, params, fetch=NONE)
         former = PLAIN if key_id is None else key_id
         done[former] = done.get(former, 0) + 1
     return done

@@ -26,11 +26,11 @@ from persistence.event_models import (
     NewEvent,
     RecordedEvent,
     Snapshot,
-    check_count,
 )
-from persistence.models import check_text
 from persistence.operations import ALL, COUNT, NONE, Query, Step, Steps
+from persistence.operations.checks import check_count, check_limit
 from persistence.queries import event_store as sql
+from persistence.validation import check_text
 
 __all__ = [
     "MAX_APPEND",
@@ -189,8 +189,7 @@ def last_sequence(aggregate_type: str, aggregate_id: str) -> Query[int]:
 
 
 def _page(after_position: Any, limit: Any) -> dict[str, Any]:
-    if type(limit) is not int or not 1 <= limit <= MAX_READ:
-        raise ValidationError(f"limit={limit!r}: must be an int from 1 to {MAX_READ}")
+    limit = check_limit(limit, MAX_READ)
     return {"after_position": check_count("after_position", after_position), "limit": limit}
 
 

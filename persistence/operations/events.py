@@ -25,11 +25,11 @@ from persistence.config import (
 )
 from persistence.converter import event_from_row
 from persistence.errors import InvalidTransition, NotFound, ValidationError
-from persistence.models import INT32_MAX, INT64_MAX, MAX_EVENT_ERROR, QueuedEvent, check_json_object
-from persistence.operations import ALL, Query, Step, Steps
-from persistence.operations.executions import check_id
-from persistence.operations.trades import MAX_PAGE, key
-from persistence.queries import batching as sql
+from persistence.models import MAX_EVENT_ERROR, QueuedEvent
+from persistence.operations import ALL, Query, Step, Steps, integer, new_id
+from persistence.operations.checks import check_id, key, page
+from persistence.queries import events as sql
+from persistence.validation import INT32_MAX, INT64_MAX, check_json_object
 
 
 def _payload(payload: Any) -> str:
@@ -44,16 +44,8 @@ def _payload(payload: Any) -> str:
         ) from None
 
 
-def _new_id(row: Any) -> int | None:
-    return None if row is None else int(row[0])
-
-
 def _event(row: Any) -> QueuedEvent | None:
-    return None if row is None else event_from_row(row, QueuedEvent)
-
-
-def _count(row: Any) -> int:
-    return int(row[0])
+    return None if row is None else event_from_row(row)
 
 
 def enqueue(
@@ -64,7 +56,7 @@ def enqueue(
     if type(block_number) is not int or not 0 <= block_number <= INT64_MAX:
         raise ValidationError(f"block_number={block_number!r}: must be an int >= 0")
     params.update(block_number=block_number, payload=_payload(payload))
-    return Query(sql.ENQUEUE_EVENT, params, decode=_new_id)
+    return Query(sql.ENQUEUE_EVENT, params, decode=new_id)
 
 
 def claim_next() -> Query[QueuedEvent | None]:
@@ -88,7 +80,7 @@ def _mark(event_id: int) -> Generator[Step, Any, None]:
 def count_unprocessed() -> Query[int]:
     """How many events wait to be processed: claimable now or after their backoff. Dead letters
     are not counted (they wait for a person, not a worker): see ``count_dead_letters``."""
-    return Query(sql.COUNT_UNPROCESSED_EVENTS, decode=_count)
+    return Query(sql.COUNT_UNPROCESSED_EVENTS, decode=integer)
 
 
 def _reason(reason: Any) -> str:
@@ -167,7 +159,7 @@ def _fail(params: dict[str, Any]) -> Generator[Step, Any, QueuedEvent]:
     # a step's result is its row, undecoded: the generator decodes what it returns
     failed = yield Query(sql.MARK_EVENT_FAILED, params)
     if failed is not None:
-        return event_from_row(failed, QueuedEvent)
+        return event_from_row(failed)
     stored = yield Query(sql.SELECT_EVENT_BY_ID, {"id": params["id"]})
     raise _not_live(params["id"], _event(stored))
 
@@ -195,7 +187,7 @@ def revive(event_id: int) -> Steps[QueuedEvent]:
 def _revive(event_id: int) -> Generator[Step, Any, QueuedEvent]:
     revived = yield Query(sql.REVIVE_EVENT, {"id": event_id})
     if revived is not None:
-        return event_from_row(revived, QueuedEvent)
+        return event_from_row(revived)
     event = _event((yield Query(sql.SELECT_EVENT_BY_ID, {"id": event_id})))
     if event is None or event.processed_at is not None:
         raise _not_live(event_id, event)
@@ -203,7 +195,7 @@ def _revive(event_id: int) -> Generator[Step, Any, QueuedEvent]:
 
 
 def _events(rows: Any) -> list[QueuedEvent]:
-    return [event_from_row(row, QueuedEvent) for row in rows]
+    return [event_from_row(row) for row in rows]
 
 
 def dead_letters(*, limit: int = 100, after_id: int | None = None) -> Query[list[QueuedEvent]]:
@@ -212,14 +204,10 @@ def dead_letters(*, limit: int = 100, after_id: int | None = None) -> Query[list
     A dead letter leaves the list when it is revived, or when it is marked processed (dealt
     with by hand: ``tx.events.mark_processed``).
     """
-    if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit={limit!r}: must be an int from 1 to {MAX_PAGE}")
-    if after_id is not None and type(after_id) is not int:
-        raise ValidationError(f"after_id={after_id!r}: must be an int")
-    params = {"limit": limit, "after_id": 0 if after_id is None else after_id}
-    return Query(sql.SELECT_DEAD_LETTERS, params, fetch=ALL, decode=_events)
+    statement, params = sql.list_dead_letters(**page(limit, after_id))
+    return Query(statement, params, fetch=ALL, decode=_events)
 
 
 def count_dead_letters() -> Query[int]:
     """How many dead letters wait for a person (to revive them, or to mark them processed)."""
-    return Query(sql.COUNT_DEAD_LETTERS, decode=_count)
+    return Query(sql.COUNT_DEAD_LETTERS, decode=integer)

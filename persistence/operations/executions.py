@@ -13,41 +13,24 @@ from decimal import Decimal
 from typing import Any
 
 from persistence.converter import execution_from_row, link_from_row
-from persistence.errors import InvalidTransition, NotFound, ValidationError
-from persistence.models import (
-    INT64_MAX,
-    PRICE_CENTS,
-    Execution,
-    ExecutionLink,
-    ExecutionStatus,
-    check_decimal,
-    check_symbol,
-    check_text,
-)
+from persistence.errors import InvalidTransition, NotFound
+from persistence.models import Execution, ExecutionLink, ExecutionStatus
 from persistence.operations import ALL, Query, Step, Steps
-from persistence.queries import batching as sql
-
-
-def check_id(name: str, value: Any) -> int:
-    if type(value) is not int or not 1 <= value <= INT64_MAX:
-        raise ValidationError(f"{name}={value!r}: must be an int from 1 to {INT64_MAX}")
-    return value
-
-
-def _symbol(symbol: Any) -> str:
-    return check_symbol("symbol", symbol)
+from persistence.operations.checks import check_id
+from persistence.queries import executions as sql
+from persistence.validation import PRICE_CENTS, check_decimal, check_symbol, check_text
 
 
 def _execution(row: Any) -> Execution | None:
-    return None if row is None else execution_from_row(row, Execution)
+    return None if row is None else execution_from_row(row)
 
 
 def _executions(rows: Any) -> builtins.list[Execution]:
-    return [execution_from_row(row, Execution) for row in rows]
+    return [execution_from_row(row) for row in rows]
 
 
 def _links(rows: Any) -> builtins.list[ExecutionLink]:
-    return [link_from_row(row, ExecutionLink) for row in rows]
+    return [link_from_row(row) for row in rows]
 
 
 def complete(execution_id: int, *, order_id: str, price_cents: Decimal | int) -> Steps[Execution]:
@@ -80,7 +63,7 @@ def _settle(
     row = yield Query(statement, params)
     if row is None:
         return (yield from _repeated(params, target))
-    return execution_from_row(row, Execution)
+    return execution_from_row(row)
 
 
 def _repeated(params: dict[str, Any], target: ExecutionStatus) -> Generator[Step, Any, Execution]:
@@ -88,7 +71,7 @@ def _repeated(params: dict[str, Any], target: ExecutionStatus) -> Generator[Step
     row = yield Query(sql.SELECT_EXECUTION_BY_ID, params)
     if row is None:
         raise NotFound(f"no execution with id {params['id']}")
-    current = execution_from_row(row, Execution)
+    current = execution_from_row(row)
     if current.status is target and (
         target is ExecutionStatus.FAILED
         or (current.order_id, current.price_cents) == (params["order_id"], params["price_cents"])
@@ -118,7 +101,7 @@ def pending(symbol: str | None = None) -> Query[builtins.list[Execution]]:
         return Query(sql.SELECT_PENDING_EXECUTIONS, fetch=ALL, decode=_executions)
     return Query(
         sql.SELECT_PENDING_EXECUTIONS_OF_SYMBOL,
-        {"symbol": _symbol(symbol)},
+        {"symbol": check_symbol("symbol", symbol)},
         fetch=ALL,
         decode=_executions,
     )

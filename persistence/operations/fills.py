@@ -6,12 +6,13 @@ import builtins
 from datetime import datetime
 from typing import Any
 
-from persistence.converter import execution_from_row, fill_from_row
+from persistence.converter import execution_from_row, fill_from_row, fill_params
 from persistence.errors import ValidationError
-from persistence.models import Execution, Fill, Instruction, RecordedFill, check_symbol
+from persistence.models import Fill, Instruction, RecordedFill
 from persistence.operations import ALL, Query
-from persistence.operations.trades import MAX_PAGE, _aware, key
-from persistence.queries import batching as sql
+from persistence.operations.checks import aware, key, page
+from persistence.queries import fills as sql
+from persistence.validation import check_symbol
 
 
 def record(fill: Fill) -> Query[RecordedFill]:
@@ -34,31 +35,22 @@ def record(fill: Fill) -> Query[RecordedFill]:
         raise ValidationError(
             f"id={fill.id!r}: the database assigns a fill's id; record a Fill without one"
         )
-    params = {
-        "tx_hash": fill.tx_hash,
-        "log_index": fill.log_index,
-        "symbol": fill.symbol,
-        "amount": fill.amount,
-        "direction": fill.direction.value,
-        "price_usdc": fill.price_usdc,
-        "created_at": fill.created_at,
-    }
     # one statement, the database function record_fill: its own transaction outside a block
-    return Query(sql.RECORD_FILL, params, decode=_recorded)
+    return Query(sql.RECORD_FILL, fill_params(fill), decode=_recorded)
 
 
 def _recorded(row: Any) -> RecordedFill:
     # the fill's id, already_stored, then the execution's columns (NULLs for none)
-    execution = None if row[2] is None else execution_from_row(row[2:], Execution)
+    execution = None if row[2] is None else execution_from_row(row[2:])
     return RecordedFill(row[0], execution, already_stored=row[1])
 
 
 def _fill(row: Any) -> Fill | None:
-    return None if row is None else fill_from_row(row, Fill)
+    return None if row is None else fill_from_row(row)
 
 
 def _fills(rows: Any) -> builtins.list[Fill]:
-    return [fill_from_row(row, Fill) for row in rows]
+    return [fill_from_row(row) for row in rows]
 
 
 def get(tx_hash: str, log_index: int) -> Query[Fill | None]:
@@ -79,10 +71,7 @@ def list(
 
     ``since`` is inclusive and ``until`` exclusive, both on created_at.
     """
-    if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit={limit!r}: must be an int from 1 to {MAX_PAGE}")
-    if after_id is not None and type(after_id) is not int:
-        raise ValidationError(f"after_id={after_id!r}: must be an int")
+    paging = page(limit, after_id)
     if direction is not None and direction not in ("BUY", "SELL"):
         raise ValidationError(f"direction={direction!r}: use BUY or SELL")
     if symbol is not None:
@@ -90,9 +79,8 @@ def list(
     statement, params = sql.list_fills(
         symbol=symbol,
         direction=None if direction is None else str(direction),
-        since=_aware("since", since),
-        until=_aware("until", until),
-        limit=limit,
-        after_id=0 if after_id is None else after_id,
+        since=aware("since", since),
+        until=aware("until", until),
+        **paging,
     )
     return Query(statement, params, fetch=ALL, decode=_fills)

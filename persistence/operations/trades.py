@@ -9,33 +9,26 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-from persistence import queries
-from persistence.converter import trade_copy_row, trade_from_row
-from persistence.converter import trade_params as _params
+from persistence.converter import trade_copy_row, trade_from_row, trade_params
 from persistence.errors import Conflict, InvalidTransition, NotFound, ValidationError
-from persistence.models import (
-    _TX_HASH,
-    PRICE_CENTS,
-    Trade,
-    TradeStatus,
-    check_decimal,
-    check_symbol,
-    check_text,
-    to_utc,
+from persistence.models import Trade, TradeStatus
+from persistence.operations import (
+    ALL,
+    COUNT,
+    NONE,
+    Batch,
+    Copy,
+    Query,
+    Step,
+    Steps,
+    integer,
+    new_id,
 )
-from persistence.operations import ALL, COUNT, NONE, Batch, Copy, Query, Step, Steps
+from persistence.operations.checks import aware, key, page
+from persistence.queries import trades as sql
+from persistence.validation import PRICE_CENTS, check_decimal, check_symbol, check_text
 
-MAX_PAGE = 10_000
 _STATUSES = {member.value: member for member in TradeStatus}
-
-
-def key(tx_hash: str, log_index: int) -> dict[str, Any]:
-    """The lookup parameters, with Trade's own rules, so that a lookup never misses on case."""
-    if not isinstance(tx_hash, str) or not _TX_HASH.fullmatch(normalised := tx_hash.lower()):
-        raise ValidationError(f"tx_hash={tx_hash!r}: must be 0x followed by 64 hexadecimal digits")
-    if type(log_index) is not int or log_index < 0:
-        raise ValidationError(f"log_index={log_index!r}: must be an int >= 0")
-    return {"tx_hash": normalised, "log_index": log_index}
 
 
 def status_of(value: Any) -> TradeStatus:
@@ -45,38 +38,20 @@ def status_of(value: Any) -> TradeStatus:
     return member
 
 
-def _aware(name: str, value: datetime | None) -> datetime | None:
-    """``value`` in UTC (None stays None); ValidationError unless it is an aware datetime that
-    UTC can hold."""
-    if value is None:
-        return None
-    if not isinstance(value, datetime) or value.utcoffset() is None:
-        raise ValidationError(f"{name}={value!r}: must be a timezone-aware datetime")
-    return to_utc(name, value)
-
-
-def _new_id(row: Any) -> int | None:
-    return None if row is None else int(row[0])
-
-
 def _trade(row: Any) -> Trade | None:
-    return None if row is None else trade_from_row(row, Trade)
+    return None if row is None else trade_from_row(row)
 
 
 def _trades(rows: Any) -> builtins.list[Trade]:
-    return [trade_from_row(row, Trade) for row in rows]
-
-
-def _count(row: Any) -> int:
-    return int(row[0])
+    return [trade_from_row(row) for row in rows]
 
 
 def insert(trade: Trade) -> Query[int | None]:
     """Insert ``trade``; its new id, or None when (tx_hash, log_index) is already stored."""
     if not isinstance(trade, Trade):
         raise ValidationError(f"insert takes a Trade, not {type(trade).__name__}")
-    sql = queries.INSERT_TRADE if trade.id is None else queries.INSERT_TRADE_WITH_ID
-    return Query(sql, _params(trade), decode=_new_id)
+    statement = sql.INSERT_TRADE if trade.id is None else sql.INSERT_TRADE_WITH_ID
+    return Query(statement, trade_params(trade), decode=new_id)
 
 
 def insert_many(trades: Iterable[Trade], *, batch_size: int = 50_000) -> Steps[int]:
@@ -103,7 +78,7 @@ def _insert_many(batch_size: int) -> Generator[Step, Any, int]:
         explicit_ids = explicit_ids or any(trade.id is not None for trade in batch)
         inserted += yield from _copy_new(batch)
     if explicit_ids:
-        yield Query(queries.ADVANCE_TRADE_ID, fetch=NONE)
+        yield Query(sql.ADVANCE_TRADE_ID, fetch=NONE)
     return inserted
 
 
@@ -121,30 +96,30 @@ def _copy_new(batch: builtins.list[Trade]) -> Generator[Step, Any, int]:
         (t.id is not None) is with_id and (t.created_at is not None) is with_created_at
         for t in batch
     ):
-        sql, columns = queries.copy_trades(with_id=with_id, with_created_at=with_created_at)
+        statement, columns = sql.copy_trades(with_id=with_id, with_created_at=with_created_at)
         row = attrgetter(*columns)
         try:
-            copied: int = yield Copy(sql, map(row, batch), savepoint=True)
+            copied: int = yield Copy(statement, map(row, batch), savepoint=True)
             return copied
         except Conflict:
             pass  # some are stored already
-    yield Query(queries.CREATE_TRADES_STAGE, fetch=NONE)
-    yield Copy(queries.COPY_TRADES_STAGE, map(trade_copy_row, batch))
-    inserted: int = yield Query(queries.INSERT_TRADES_FROM_STAGE, fetch=COUNT)
-    yield Query(queries.TRUNCATE_TRADES_STAGE, fetch=NONE)
+    yield Query(sql.CREATE_TRADES_STAGE, fetch=NONE)
+    yield Copy(sql.COPY_TRADES_STAGE, map(trade_copy_row, batch))
+    inserted: int = yield Query(sql.INSERT_TRADES_FROM_STAGE, fetch=COUNT)
+    yield Query(sql.TRUNCATE_TRADES_STAGE, fetch=NONE)
     return inserted
 
 
 def get(tx_hash: str, log_index: int) -> Query[Trade | None]:
     """The trade of that on-chain event, or None."""
-    return Query(queries.SELECT_TRADE_BY_KEY, key(tx_hash, log_index), decode=_trade)
+    return Query(sql.SELECT_TRADE_BY_KEY, key(tx_hash, log_index), decode=_trade)
 
 
 def get_by_id(trade_id: int) -> Query[Trade | None]:
     """The trade with that id, or None."""
     if type(trade_id) is not int:
         raise ValidationError(f"id={trade_id!r}: must be an int")
-    return Query(queries.SELECT_TRADE_BY_ID, {"id": trade_id}, decode=_trade)
+    return Query(sql.SELECT_TRADE_BY_ID, {"id": trade_id}, decode=_trade)
 
 
 def update_status(
@@ -178,15 +153,15 @@ def update_status(
 
 def _update_status(params: dict[str, Any], target: TradeStatus) -> Generator[Step, Any, Trade]:
     if target is not TradeStatus.PENDING:
-        row = yield Query(queries.UPDATE_TRADE_STATUS, params)
+        row = yield Query(sql.UPDATE_TRADE_STATUS, params)
         if row is not None:
-            return trade_from_row(row, Trade)
-    row = yield Query(queries.SELECT_TRADE_BY_KEY, params)
+            return trade_from_row(row)
+    row = yield Query(sql.SELECT_TRADE_BY_KEY, params)
     if row is None:
         raise NotFound(
             f"no trade with tx_hash {params['tx_hash']} and log_index {params['log_index']}"
         )
-    current = trade_from_row(row, Trade)
+    current = trade_from_row(row)
     if _repeats(current, target, params):
         return current  # a retry of a move that already landed, e.g. after a crash
     raise InvalidTransition(
@@ -219,28 +194,24 @@ def list(
 
     ``since`` is inclusive and ``until`` exclusive, both on created_at.
     """
-    if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
-        raise ValidationError(f"limit={limit!r}: must be an int from 1 to {MAX_PAGE}")
-    if after_id is not None and type(after_id) is not int:
-        raise ValidationError(f"after_id={after_id!r}: must be an int")
-    sql, params = queries.list_trades(
+    paging = page(limit, after_id)
+    statement, params = sql.list_trades(
         status=None if status is None else status_of(status).value,
         ticker=None if ticker is None else check_symbol("ticker", ticker),
-        since=_aware("since", since),
-        until=_aware("until", until),
-        limit=limit,
-        after_id=0 if after_id is None else after_id,
+        since=aware("since", since),
+        until=aware("until", until),
+        **paging,
     )
-    return Query(sql, params, fetch=ALL, decode=_trades)
+    return Query(statement, params, fetch=ALL, decode=_trades)
 
 
 def pending() -> Query[builtins.list[Trade]]:
     """Every PENDING trade, oldest id first."""
-    return Query(queries.SELECT_PENDING_TRADES, fetch=ALL, decode=_trades)
+    return Query(sql.SELECT_PENDING_TRADES, fetch=ALL, decode=_trades)
 
 
 def count(status: TradeStatus | str | None = None) -> Query[int]:
     """How many trades there are (with that status, when given)."""
     if status is None:
-        return Query(queries.COUNT_TRADES, decode=_count)
-    return Query(queries.COUNT_TRADES_BY_STATUS, {"status": status_of(status).value}, decode=_count)
+        return Query(sql.COUNT_TRADES, decode=integer)
+    return Query(sql.COUNT_TRADES_BY_STATUS, {"status": status_of(status).value}, decode=integer)

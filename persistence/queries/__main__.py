@@ -1,6 +1,6 @@
 """``python -m persistence.queries``: print every statement the library runs."""
 
-from persistence.queries import event_store, statements
+from persistence.queries import statements
 
-for name, statement in {**statements(), **event_store.statements()}.items():
+for name, statement in statements().items():
     print(f"-- {name}\n{statement};\n")

@@ -1,7 +1,7 @@
 """The event store's statements (migration 0007), written out: each is prebuilt text with
 bound ``%(name)s`` parameters only. ``python -m persistence.queries`` prints them.
 
-Gap-free reading: a reader returns only positions below ``HORIZON``. A position is
+Gap-free reading: a reader returns only positions below ``_HORIZON``. A position is
 ``(transaction id << 20) + index``; every transaction whose id is below the snapshot's xmin has
 ended, so nothing can commit later at a position below the horizon (docs/event-store.md).
 """
@@ -15,7 +15,6 @@ __all__ = [
     "COMPACT_EVENTS",
     "CREATE_CHECKPOINT",
     "EVENTS_READABLE_AFTER",
-    "HORIZON",
     "LAST_SEQUENCE",
     "LOAD_EVENTS",
     "LOCK_CHECKPOINT",
@@ -27,14 +26,13 @@ __all__ = [
     "SELECT_CHECKPOINT",
     "SELECT_SNAPSHOT",
     "SET_CHECKPOINT",
-    "statements",
 ]
 
 # The channel the library's notifier sends on after appends commit, and wait_for listens to.
 NOTIFY_CHANNEL = "persistence_events"
 
 # The first position no reader may return yet (see the module's docstring).
-HORIZON = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
+_HORIZON = "(pg_snapshot_xmin(pg_current_snapshot())::text::bigint << 20)"
 
 _EVENT = (
     '"aggregate_type", "aggregate_id", "sequence", "event_type", "event_version", "payload", '
@@ -69,17 +67,17 @@ LAST_SEQUENCE = (
 
 READ_ALL = (
     f'SELECT {_EVENT} FROM "events" WHERE "position" > %(after_position)s '
-    f'AND "position" < {HORIZON} ORDER BY "position" LIMIT %(limit)s'
+    f'AND "position" < {_HORIZON} ORDER BY "position" LIMIT %(limit)s'
 )
 READ_ALL_OF_TYPE = (
     f'SELECT {_EVENT} FROM "events" WHERE "aggregate_type" = %(aggregate_type)s '
-    f'AND "position" > %(after_position)s AND "position" < {HORIZON} '
+    f'AND "position" > %(after_position)s AND "position" < {_HORIZON} '
     'ORDER BY "position" LIMIT %(limit)s'
 )
 # wait_for's check: is an event past after_position readable? One probe of the position index.
 EVENTS_READABLE_AFTER = (
     'SELECT EXISTS (SELECT 1 FROM "events" WHERE "position" > %(after_position)s '
-    f'AND "position" < {HORIZON})'
+    f'AND "position" < {_HORIZON})'
 )
 
 # Replaces the stored snapshot only with a later one, or with a newer snapshot_version at the
@@ -132,12 +130,3 @@ RESET_CHECKPOINT = (
     'UPDATE "checkpoints" SET "position" = 0, "version" = %(version)s, "updated_at" = now() '
     'WHERE "name" = %(name)s'
 )
-
-
-def statements() -> dict[str, str]:
-    """Every statement of the event store by name."""
-    found = {name: globals()[name] for name in __all__ if name.isupper()}
-    return {name: sql for name, sql in found.items() if sql.split(" ", 1)[0] in _VERBS}
-
-
-_VERBS = {"SELECT", "INSERT", "UPDATE", "DELETE"}
