@@ -241,10 +241,11 @@ def test_a_connection_killed_while_appending_is_unavailable_not_a_conflict(
             deadline = time.monotonic() + 10
             killed = 0
             while not killed and time.monotonic() < deadline:
+                # this database's only: another worker's (or run's) appends wait on locks too
                 killed = admin.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE query LIKE '%%append_events%%' AND wait_event_type = 'Lock' "
-                    "AND pid <> pg_backend_pid()"
+                    "WHERE datname = current_database() AND query LIKE '%%append_events%%' "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
                 ).fetchone()[0]
                 time.sleep(0.02)
         thread.join(10)
