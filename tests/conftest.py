@@ -77,12 +77,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 class HorizonScheduling(LoadGroupScheduling):
-    """``--dist loadgroup`` with the "horizon" group (``support.HORIZON_MODULES``) found by module.
+    """xdist's load scheduling, with the "horizon" group (``support.HORIZON_MODULES``) on one
+    worker, one test at a time; every other test is a unit of its own, spread as ``load`` does.
 
-    xdist's own loadgroup groups by an ``@group`` suffix its workers append to the nodeids, which
-    pytest 9.2 ignores (xdist 3.8.0 sets ``item._nodeid``; pytest now keeps ``item._id``): the
-    group would be spread over the workers without a word. Here the controller, which sees
-    nodeids only, groups by module; a suffix, should xdist's way work again, is honoured too.
+    By module, in the controller, which sees nodeids only: xdist's own ``xdist_group`` marks do
+    not group here (its workers append "@group" to ``item._nodeid``, which pytest 9.2 no longer
+    reads: it keeps ``item._id``), and its ``--dist loadgroup`` in addopts would disable
+    pytest-benchmark in ``bench/``, which shares them. An "@group" suffix is honoured still.
     """
 
     def _split_scope(self, nodeid: str) -> str:
@@ -93,8 +94,10 @@ class HorizonScheduling(LoadGroupScheduling):
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    # tryfirst: before xdist's own, which would answer loadgroup with LoadGroupScheduling
-    return HorizonScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
+    # `-n 2` means --dist load; tryfirst: before xdist's own answer
+    if config.getvalue("dist") in ("load", "loadgroup"):
+        return HorizonScheduling(config, log)
+    return None
 
 
 @pytest.fixture(scope="session")

@@ -36,9 +36,10 @@ TEST_TOKEN_KEYS = "test-current:" + "A" * 43 + "=,test-old:" + "B" * 43 + "="
 # million-row import holds one for minutes. So the modules whose tests read events and those
 # whose tests hold a write transaction open for long (the SQLite imports, the idle-in-transaction
 # tests) form one xdist group, "horizon": run on one worker, one test at a time, so that no
-# reader waits on a transaction of the other worker (tests/conftest.py schedules it; its items
-# carry xdist_group("horizon") too). Another run on the same server can still hold readers back:
-# their waits are bounded generously (tests/event_store_support.py, READABLE_WITHIN).
+# reader waits on a transaction of the other worker (tests/conftest.py's scheduler, under -n;
+# its items carry xdist_group("horizon") too). Another run on the same server can still hold
+# readers back: their waits are bounded generously (tests/event_store_support.py,
+# READABLE_WITHIN).
 HORIZON_MODULES = frozenset(
     {
         "test_event_store.py",

@@ -3,6 +3,7 @@ scheduler keeps it on one worker (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from tests.conftest import HorizonScheduling
@@ -34,3 +35,11 @@ def test_the_scheduler_groups_the_modules_and_spreads_the_rest() -> None:
     assert split(sched, "tests/test_event_store.py::test_b") == "horizon"
     assert split(sched, "tests/test_models.py::test_c") == "tests/test_models.py::test_c"
     assert split(sched, "tests/test_models.py::test_d@other") == "other"  # xdist's own marks
+
+
+def test_the_options_name_no_dist_mode() -> None:
+    """Any --dist in addopts disables pytest-benchmark in bench/, which shares them, even without
+    -n; `-n 2` picks the grouping scheduler by itself (tests/conftest.py)."""
+    pyproject = (TESTS.parent / "pyproject.toml").read_text()
+    (addopts,) = re.findall(r'addopts = """(.*?)"""', pyproject, flags=re.S)
+    assert "--dist" not in addopts and "-d " not in addopts
