@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -213,3 +216,51 @@ def test_a_suggested_command_names_the_running_interpreter() -> None:
     assert (
         python_m("persistence.migrate") == f"{shlex.quote(sys.executable)} -m persistence.migrate"
     )
+
+
+def production_part_of_env_example() -> dict[str, str]:
+    """The settings that .env.example's production part sets, uncommented (the last of a
+    repeated name wins, as when the lines are sourced)."""
+    text = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    production = text.split("# --- production", 1)[1]
+    return dict(
+        line.removeprefix("# ").split("=", 1)
+        for line in production.splitlines()
+        if re.match(r"# [A-Z_]+=\S", line)
+    )
+
+
+@pytest.mark.db
+def test_the_suite_reads_no_setting_from_the_callers_environment(tmp_path: Path) -> None:
+    """With .env.example's production part exported (a real-looking DATABASE_URL, embedded
+    never, verify-full, a placeholder token keyring and key file), the token and config tests
+    still pass: tests/conftest.py clears every such variable for the run."""
+    ambient = production_part_of_env_example()
+    assert {"DATABASE_URL", "PERSISTENCE_TOKEN_KEYS", "PERSISTENCE_EMBEDDED"} <= set(ambient)
+    env = {**os.environ, **ambient, "PGSSLMODE": "verify-full"}
+    env = {k: v for k, v in env.items() if not k.startswith("PYTEST_")}  # not a worker of ours
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:randomly",
+            f"--basetemp={tmp_path / 'nested'}",
+            "tests/test_tokens.py",
+            "tests/test_config.py",
+            "-k",
+            "not the_suite_reads_no_setting",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout

@@ -58,13 +58,21 @@ def test_a_deep_checkout_path_still_gets_a_socket(tmp_path: Path) -> None:
 def test_without_url_the_library_uses_the_embedded_server(tmp_path: Path) -> None:
     env = environment_without("DATABASE_URL")
     env["PERSISTENCE_EMBEDDED_DIR"] = str(tmp_path / "pgdata")
-    code = "from persistence import Database\nwith Database.connect() as db: print(db.ping() > 0)"
+    # two databases (as the README's example opens), one warning: it is said once per process;
+    # no tokens used, so no development key is made or mentioned
+    code = (
+        "from persistence import Database\n"
+        "with Database.connect() as db, Database.connect() as other:\n"
+        "    print(db.ping() > 0 and other.ping() > 0)"
+    )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     try:
         assert result.stdout.strip() == "True", result.stderr
-        assert "DATABASE_URL is not set: using the embedded PostgreSQL server" in result.stderr
+        assert result.stderr.count("DATABASE_URL is not set: using the embedded PostgreSQL") == 1
+        assert "development key" not in result.stderr
+        assert not (tmp_path / "pgdata.token-keys").exists()
         assert str(tmp_path / "pgdata") in result.stderr
     finally:
         EmbeddedServer(tmp_path / "pgdata").stop(mode="immediate")

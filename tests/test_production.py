@@ -134,9 +134,9 @@ def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
     env = environment_without("DATABASE_URL")
     env.update(
         TEST_DATABASE_URL=admin_url,
+        # the harness then sets PERSISTENCE_PREPARE_THRESHOLD=none (tests/conftest.py): PgBouncer
+        # before 1.21 cannot carry server-side prepared statements
         TEST_DATABASE_PROXY=pgbouncer,
-        # PgBouncer before 1.21 cannot carry server-side prepared statements
-        PERSISTENCE_PREPARE_THRESHOLD="none",
     )
     # its own basetemp: a nested pytest would reset /tmp/pytest-of-USER to mode 0700, which
     # locks the embedded scratch server (another system user) out of its data directory
