@@ -12,9 +12,11 @@ from persistence.config import Settings
 from persistence.database import AsyncDatabase, AsyncTransaction, Database, Transaction
 from persistence.errors import (
     AuthenticationFailed,
+    ConcurrencyConflict,
     ConfigurationError,
     Conflict,
     DatabaseUnavailable,
+    EventsCompacted,
     InvalidTransition,
     MigrationDrift,
     MigrationError,
@@ -25,6 +27,7 @@ from persistence.errors import (
     TokenDecryptionFailed,
     ValidationError,
 )
+from persistence.event_models import NewEvent, RecordedEvent, Snapshot
 from persistence.health import HealthReport, health_check
 from persistence.models import (
     Accumulator,
@@ -47,10 +50,12 @@ __all__ = [
     "AsyncDatabase",
     "AsyncTransaction",
     "AuthenticationFailed",
+    "ConcurrencyConflict",
     "ConfigurationError",
     "Conflict",
     "Database",
     "DatabaseUnavailable",
+    "EventsCompacted",
     "Execution",
     "ExecutionLink",
     "ExecutionStatus",
@@ -62,12 +67,15 @@ __all__ = [
     "MigrationError",
     "MigrationFailed",
     "MigrationLockTimeout",
+    "NewEvent",
     "NotFound",
     "PersistenceError",
     "QueuedEvent",
+    "RecordedEvent",
     "RecordedFill",
     "SchwabAuth",
     "Settings",
+    "Snapshot",
     "TokenDecryptionFailed",
     "Trade",
     "TradeStatus",

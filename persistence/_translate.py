@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+
 import psycopg
 from psycopg import errors as pg
 from psycopg_pool import PoolTimeout, TooManyRequests
@@ -9,6 +12,7 @@ from psycopg_pool import PoolTimeout, TooManyRequests
 from persistence.config import redact
 from persistence.connection import OperationTimedOut, ServerDown
 from persistence.errors import (
+    ConcurrencyConflict,
     Conflict,
     DatabaseUnavailable,
     PersistenceError,
@@ -42,6 +46,26 @@ _NO_CONNECTION = (
     "no database connection became free{}: the pool is exhausted or the server is down; raise "
     "PERSISTENCE_POOL_MAX_SIZE or PERSISTENCE_POOL_TIMEOUT, or find what holds connections"
 )
+
+
+def _sequence_clash(exc: psycopg.Error) -> ConcurrencyConflict | None:
+    """A real sequence clash: a unique violation on events_pkey (the event store's appends),
+    and nothing else. append_events() puts the aggregate's actual last sequence in the detail;
+    a clash of some other writer's INSERT has none (actual_sequence is then None)."""
+    if not isinstance(exc, pg.UniqueViolation) or exc.diag.constraint_name != "events_pkey":
+        return None
+    found = re.fullmatch(r"actual_sequence=(\d+)", exc.diag.message_detail or "")
+    actual = int(found.group(1)) if found else None
+    return ConcurrencyConflict(
+        f"a concurrent append to the aggregate won the race (its last sequence is now {actual});"
+        " nothing was written: reload it and decide again",
+        actual,
+    )
+
+
+# Rules that look past the class (a constraint, a detail), tried in order before the table:
+# each returns our error, or None to pass.
+_BY_RULE: tuple[Callable[[psycopg.Error], PersistenceError | None], ...] = (_sequence_clash,)
 
 # The rest, first match wins: what psycopg raised, our class, and the message around psycopg's
 # first line (its constraint named, passwords redacted).
@@ -111,6 +135,9 @@ def translate(exc: BaseException, *, acquire_timeout: float | None = None) -> Pe
         waited = f" within {acquire_timeout:g} s" if acquire_timeout is not None else ""
         return DatabaseUnavailable(_NO_CONNECTION.format(waited))
     if isinstance(exc, psycopg.Error):
+        for rule in _BY_RULE:
+            if (error := rule(exc)) is not None:
+                return error
         for kinds, ours, message in _BY_CLASS:
             if isinstance(exc, kinds):
                 return ours(message.format(_describe(exc)))

@@ -42,9 +42,10 @@ from persistence.connection import (
     pool_check,
 )
 from persistence.errors import DatabaseUnavailable, PersistenceError
+from persistence.event_store import drivers
 from persistence.health import HealthReport, async_health_check, health_check
 from persistence.operations import NONE, Operation, Query
-from persistence.repositories import Async, M, Sync
+from persistence.repositories import Async, EventStore, M, Sync
 from persistence.runners import arun_on, run_on
 from persistence.tokens import Keyring, keyring_for
 from persistence.transaction import AsyncTransaction, Block, Lending, Repositories, Transaction
@@ -70,6 +71,7 @@ class _Pooled(Repositories[M], Generic[P, M]):
     """What both databases share: settings, target, repositories, pool state and errors."""
 
     _pool: P
+    event_store: EventStore[M]
 
     def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None) -> None:
         self.settings = settings
@@ -77,9 +79,16 @@ class _Pooled(Repositories[M], Generic[P, M]):
         self.target = describe_target(conninfo)
         self._conninfo = conninfo
         self._server_down = False
-        self._bind(self.run, keyring, settings)
+        # the event store's project and wait_for, and its notifier (closed with the pool)
+        self._bind(self.run, keyring, settings, event_store=EventStore, **drivers(self, conninfo))
         self._lending = Lending(
-            self._getconn, self._give_back, self._run_on, self._failed, keyring, settings
+            self._getconn,
+            self._give_back,
+            self._run_on,
+            self._failed,
+            keyring,
+            settings,
+            self.event_store.wakeups.poke,
         )
 
     # each I/O style's own, documented there
@@ -204,6 +213,7 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
 
         Operations already running finish; their connections are closed as they come back.
         """
+        self.event_store.wakeups.close()
         self._pool.close(timeout=timeout)
 
     def _configure(self, conn: DeadlineConnection) -> None:
@@ -331,6 +341,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
 
     async def close(self, timeout: float = 5.0) -> None:
         """Close the pool. Safe to call twice."""
+        await self.event_store.wakeups.close()
         await self._pool.close(timeout=timeout)
 
     async def _configure(self, conn: AsyncDeadlineConnection) -> None:

@@ -53,3 +53,15 @@ class MigrationDrift(MigrationError):
 
 class MigrationLockTimeout(MigrationError, DatabaseUnavailable):
     """Another runner held the migration lock for longer than the lock timeout."""
+
+
+class ConcurrencyConflict(Conflict):
+    """A stale expected sequence or checkpoint; the stored one is ``actual_sequence``."""
+
+    def __init__(self, message: str, actual_sequence: int | None = None) -> None:
+        super().__init__(message)
+        self.actual_sequence = actual_sequence
+
+
+class EventsCompacted(NotFound):
+    """The events asked for were deleted by compaction: load the snapshot first."""

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import partial, update_wrapper
-from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
-from persistence.operations import Operation
+from persistence.event_models import RecordedEvent
+from persistence.operations import Operation, Query
 from persistence.operations import accumulators as accumulator_ops
 from persistence.operations import auth as auth_ops
+from persistence.operations import event_store as event_store_ops
 from persistence.operations import events as event_ops
 from persistence.operations import executions as execution_ops
 from persistence.operations import fills as fill_ops
@@ -24,7 +26,9 @@ from persistence.tokens import Keyring
 __all__ = [
     "AccumulatorRepository",
     "Async",
+    "Checkpoints",
     "EventQueue",
+    "EventStore",
     "ExecutionRepository",
     "FillRepository",
     "Repository",
@@ -32,6 +36,7 @@ __all__ = [
     "Sync",
     "TradeRepository",
     "TransactionEventQueue",
+    "TransactionEventStore",
 ]
 
 P = ParamSpec("P")
@@ -194,3 +199,127 @@ class TransactionEventQueue(EventQueue[M]):
 
     claim_next = operation(event_ops.claim_next)
     mark_processed = operation(event_ops.mark_processed)
+
+
+# --- the event store (issue #27) -----------------------------------------------------------
+
+
+class notifying(operation[P, T]):
+    """An append: once its statement has returned, the owner's ``appended`` hook runs (the
+    database's notifier; in a transaction, a mark that pokes it after the commit)."""
+
+    def _builder(self, context: dict[str, Any]) -> Callable[..., Operation[T]]:
+        appended: Callable[[], None] | None = context.get("appended")
+        if appended is None:
+            return self.build
+        build = self.build
+
+        def notifying_build(*args: Any, **kwargs: Any) -> Operation[T]:
+            op = build(*args, **kwargs)
+            assert isinstance(op, Query)
+            decode = op.decode
+
+            def decoded(result: Any) -> Any:
+                value = decode(result)
+                appended()
+                return value
+
+            op.decode = decoded
+            return op
+
+        return notifying_build
+
+
+class driven(operation[P, T]):
+    """A method that is more than one operation (``project``, ``wait_for``), declared by its
+    signature: the database hands the driver that runs it, in its I/O style, as
+    ``context[name]``."""
+
+    def __init__(self, signature: Callable[P, T]) -> None:
+        super().__init__(cast("Callable[P, Operation[T]]", signature))  # its name and docs only
+
+    def bind(self, run: Run, context: dict[str, Any]) -> Callable[P, Any]:
+        return cast("Callable[P, Any]", context[self.name])
+
+
+def _project(
+    name: str,
+    handler: Callable[[Any, list[RecordedEvent]], Any],
+    *,
+    limit: int = 500,
+    version: int | None = None,
+    reset: Callable[[Any], Any] | None = None,
+) -> int:
+    """Run one batch of the projection ``name``, in one transaction; how many events it handled.
+
+    Locks the projection's checkpoint (creating it at 0; a second projector of the name waits
+    for the first to commit, so no event is handled twice), reads up to ``limit`` events after
+    it (gap-free), calls ``handler(tx, events)`` (awaited on the async API) when there are any,
+    advances the checkpoint to the last one, and commits. Write the projection's effects with
+    ``tx`` (its repositories or ``tx.connection``): they commit with the checkpoint, exactly
+    once. A handler that raises rolls back its writes and the checkpoint together.
+
+    ``version``: the projection's version (an int). When it is newer than the stored one (or
+    the checkpoint has none), ``reset(tx)`` is called and the checkpoint goes back to 0 in the
+    same transaction: a rebuild. An older one raises InvalidTransition (an old projector still
+    runs). ``project`` returns 0 when nothing is left to handle: wait with ``wait_for``.
+    """
+    raise NotImplementedError  # a signature: the database's driver runs
+
+
+def _wait_for(after_position: int, *, timeout: float, poll_interval: float = 0.5) -> bool:
+    """True as soon as an event past ``after_position`` is readable by ``read_all``; False when
+    ``timeout`` seconds pass first.
+
+    Woken by the notification the library sends after appends commit, and checking every
+    ``poll_interval`` seconds besides, so a lost notification (PgBouncer in transaction mode, a
+    reconnect, a writer that is not this library) costs latency, never an event.
+    """
+    raise NotImplementedError  # a signature: the database's driver runs
+
+
+_project.__name__ = _project.__qualname__ = "project"
+_wait_for.__name__ = _wait_for.__qualname__ = "wait_for"
+
+
+class TransactionEventStore(Repository[M]):
+    """The event store inside a transaction: append, load, read, snapshots, compaction.
+
+    Its appends commit with the transaction; the database's notifier is poked after the commit
+    (``appended``).
+    """
+
+    append = notifying(event_store_ops.append)
+    load = operation(event_store_ops.load)
+    last_sequence = operation(event_store_ops.last_sequence)
+    read_all = operation(event_store_ops.read_all)
+    save_snapshot = operation(event_store_ops.save_snapshot)
+    load_snapshot = operation(event_store_ops.load_snapshot)
+    compact = operation(event_store_ops.compact)
+
+    def __init__(self, run: Run, **context: Any) -> None:
+        self.appended = False
+        context.setdefault("appended", self._mark)
+        super().__init__(run, **context)
+
+    def _mark(self) -> None:
+        self.appended = True
+
+
+class EventStore(TransactionEventStore[M]):
+    """The event store of a database (``db.event_store``): each operation in autocommit, and
+    ``project`` and ``wait_for``."""
+
+    project = driven(_project)
+    wait_for = driven(_wait_for)
+
+    def __init__(self, run: Run, **context: Any) -> None:
+        self.wakeups: Any = context.get("wakeups")  # the notifier: the database closes it
+        super().__init__(run, **context)
+
+
+class Checkpoints(Repository[M]):
+    """Projection checkpoints inside a transaction (``tx.checkpoints``): get, advance."""
+
+    get = operation(event_store_ops.get)
+    advance = operation(event_store_ops.advance)

@@ -4,6 +4,8 @@
 gives a ``Transaction`` (the repositories bound to that connection). A database hands its
 blocks what they need of it once, as a ``Lending``; the errors of the block, its commit and its
 savepoints become ours through ``Lending.failed``, the database's one point of translation.
+A block whose event-store appends committed pokes the database's notifier (``Lending.appended``)
+so that ``wait_for`` callers wake at once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from persistence.errors import PersistenceError
 from persistence.operations import Operation
 from persistence.repositories import (
     AccumulatorRepository,
+    Checkpoints,
     EventQueue,
     ExecutionRepository,
     FillRepository,
@@ -27,6 +30,7 @@ from persistence.repositories import (
     SchwabAuthRepository,
     TradeRepository,
     TransactionEventQueue,
+    TransactionEventStore,
 )
 from persistence.tokens import Keyring
 
@@ -38,7 +42,15 @@ Run = Callable[[Operation[Any]], Any]
 class Repositories(Generic[M]):
     """The repositories, their methods bound to one runner: a database's or a transaction's."""
 
-    __slots__ = ("accumulators", "events", "executions", "fills", "schwab_auth", "trades")
+    __slots__ = (
+        "accumulators",
+        "event_store",
+        "events",
+        "executions",
+        "fills",
+        "schwab_auth",
+        "trades",
+    )
 
     trades: TradeRepository[M]
     schwab_auth: SchwabAuthRepository[M]
@@ -46,6 +58,7 @@ class Repositories(Generic[M]):
     executions: ExecutionRepository[M]
     accumulators: AccumulatorRepository[M]
     events: EventQueue[M]
+    event_store: TransactionEventStore[M]
 
     def _bind(
         self,
@@ -53,21 +66,27 @@ class Repositories(Generic[M]):
         keyring: Keyring | None,
         settings: Settings,
         events: type[EventQueue[Any]] = EventQueue,
+        event_store: type[TransactionEventStore[Any]] = TransactionEventStore,
+        **store: Any,
     ) -> None:
+        """Bind every repository to ``run``; ``events`` and ``event_store`` are the classes of
+        the owner's queue and store (a database's store takes its drivers as ``store``)."""
         self.trades = TradeRepository(run)
         self.schwab_auth = SchwabAuthRepository(run, keyring=keyring)
         self.fills = FillRepository(run)
         self.executions = ExecutionRepository(run)
         self.accumulators = AccumulatorRepository(run)
         self.events = events(run, settings=settings)
+        self.event_store = event_store(run, **store)
 
 
 @attrs.frozen
 class Lending:
     """What a database's transaction blocks need of it, in its I/O style (awaitables for
     asyncio): ``borrow()`` a pooled connection, ``give_back(conn)`` with its session reset,
-    ``run_on(conn, op)`` with our errors, and ``failed(conn, exc)``: our error for a psycopg
-    one raised on the connection."""
+    ``run_on(conn, op)`` with our errors, ``failed(conn, exc)``: our error for a psycopg one
+    raised on the connection, and ``appended()``: poke the notifier of the database's event
+    store (after a block whose appends committed)."""
 
     borrow: Callable[[], Any]
     give_back: Callable[[Any], Any]
@@ -75,6 +94,7 @@ class Lending:
     failed: Callable[[Any, psycopg.Error], PersistenceError]
     keyring: Keyring | None
     settings: Settings
+    appended: Callable[[], None]
 
 
 class Transaction(Repositories[M]):
@@ -84,7 +104,7 @@ class Transaction(Repositories[M]):
     are awaited) in ``AsyncDatabase.transaction()``.
     """
 
-    __slots__ = ("_lending", "connection")
+    __slots__ = ("_lending", "checkpoints", "connection")
 
     events: TransactionEventQueue[M]
 
@@ -93,6 +113,12 @@ class Transaction(Repositories[M]):
         self.connection = connection
         run = partial(lending.run_on, connection)
         self._bind(run, lending.keyring, lending.settings, TransactionEventQueue)
+        self.checkpoints: Checkpoints[M] = Checkpoints(run)
+
+    def run(self, op: Operation[Any]) -> Any:
+        """Run one operation (``persistence.operations``) on this transaction's connection and
+        return its result (awaitable in ``AsyncDatabase.transaction()``); our errors only."""
+        return self._lending.run_on(self.connection, op)
 
     def transaction(self) -> _Savepoint[M]:
         """A nested block, ``with`` (or ``async with``): a savepoint, rolled back alone when
@@ -155,7 +181,7 @@ class Block(Generic[M]):
     The connection goes back through ``Lending.give_back``, which resets its session settings.
     """
 
-    __slots__ = ("_conn", "_lending", "_tx")
+    __slots__ = ("_bound", "_conn", "_lending", "_tx")
 
     def __init__(self, lending: Lending) -> None:
         self._lending = lending
@@ -163,7 +189,14 @@ class Block(Generic[M]):
     def _begun(self, conn: Any) -> Transaction[M]:
         self._conn = conn
         self._tx: Any = conn.transaction()
-        return Transaction(self._lending, conn)
+        self._bound: Transaction[M] = Transaction(self._lending, conn)
+        return self._bound
+
+    def _committed(self) -> None:
+        # after the commit, never inside it: a NOTIFY in the transaction would serialise
+        # every appending commit on the server's notify lock (docs/event-store.md)
+        if self._bound.event_store.appended:
+            self._lending.appended()
 
     def _error(self, exc: BaseException | None) -> BaseException | None:
         if isinstance(exc, psycopg.Error):
@@ -188,6 +221,8 @@ class Block(Generic[M]):
             self._lending.give_back(self._conn)
         if (failure := self._error(exc)) is not None:  # a psycopg error of the block, or the commit
             raise failure from None
+        if exc is None:
+            self._committed()
 
     async def __aenter__(self) -> Transaction[M]:
         tx = self._begun(await self._lending.borrow())
@@ -207,3 +242,5 @@ class Block(Generic[M]):
             await self._lending.give_back(self._conn)
         if (failure := self._error(exc)) is not None:
             raise failure from None
+        if exc is None:
+            self._committed()

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from psycopg.conninfo import make_conninfo
+from xdist.scheduler import LoadGroupScheduling
 
 from persistence import AsyncDatabase, Database
 from tests import support
@@ -90,6 +91,8 @@ SLOW_TIMEOUT = 600
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        if item.path.name in support.HORIZON_MODULES:
+            item.add_marker(pytest.mark.xdist_group("horizon"))
         fixtures = set(getattr(item, "fixturenames", ()))
         if DB_FIXTURES & fixtures:
             item.add_marker(pytest.mark.db)
@@ -97,6 +100,27 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
         if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT))
+
+
+class HorizonScheduling(LoadGroupScheduling):
+    """``--dist loadgroup`` with the "horizon" group (``support.HORIZON_MODULES``) found by module.
+
+    xdist's own loadgroup groups by an ``@group`` suffix its workers append to the nodeids, which
+    pytest 9.2 ignores (xdist 3.8.0 sets ``item._nodeid``; pytest now keeps ``item._id``): the
+    group would be spread over the workers without a word. Here the controller, which sees
+    nodeids only, groups by module; a suffix, should xdist's way work again, is honoured too.
+    """
+
+    def _split_scope(self, nodeid: str) -> str:
+        if nodeid.split("::", 1)[0].rsplit("/", 1)[-1] in support.HORIZON_MODULES:
+            return "horizon"
+        return super()._split_scope(nodeid)
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    # tryfirst: before xdist's own, which would answer loadgroup with LoadGroupScheduling
+    return HorizonScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
 
 
 @pytest.fixture(scope="session")

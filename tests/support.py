@@ -31,6 +31,29 @@ ROOT = Path(__file__).resolve().parents[1]
 # CLIs the tests start included) opens what another sealed. Never a production key.
 TEST_TOKEN_KEYS = "test-current:" + "A" * 43 + "=,test-old:" + "B" * 43 + "="
 
+# The event store's gap-free horizon is server-wide: a write transaction open anywhere on the
+# server holds back every event-store reader (read_all, wait_for, project) until it ends, and the
+# million-row import holds one for minutes. So the modules whose tests read events and those
+# whose tests hold a write transaction open for long (the SQLite imports, the idle-in-transaction
+# tests) form one xdist group, "horizon": run on one worker, one test at a time, so that no
+# reader waits on a transaction of the other worker (tests/conftest.py schedules it; its items
+# carry xdist_group("horizon") too). Another run on the same server can still hold readers back:
+# their waits are bounded generously (tests/event_store_support.py, READABLE_WITHIN).
+HORIZON_MODULES = frozenset(
+    {
+        "test_event_store.py",
+        "test_event_store_docs.py",
+        "test_event_store_interleavings.py",
+        "test_event_store_projections.py",
+        "test_event_store_slow.py",
+        "test_idle_in_transaction.py",
+        "test_import_batching.py",
+        "test_import_checks.py",
+        "test_import_damaged.py",
+        "test_import_sqlite.py",
+    }
+)
+
 # Every table the tests write, emptied between tests: children before the tables they
 # reference, then each identity back to 1. DELETE, not TRUNCATE: measured here (PostgreSQL 15),
 # TRUNCATE of these seven tables costs 45 ms, as it makes and syncs new files, DELETE of a test's

@@ -1,8 +1,10 @@
 """Every statement, built with PyPika once; builders are pure (SQL and parameters, no I/O).
 
 One module per aggregate, named as its operations module is: ``trades``, ``auth``, ``fills``,
-``executions``, ``accumulators``, ``events``; what they share (placeholders, the paged-list
-builder) is in ``build``. Values always travel as bound parameters, never inside the SQL.
+``executions``, ``accumulators``, ``events``, ``event_store`` (written out as text: its
+statements lean on PostgreSQL functions and CTEs that PyPika does not model); what they share
+(placeholders, the paged-list builder) is in ``build``. Values always travel as bound
+parameters, never inside the SQL.
 
 The statements of trades and of the Schwab tokens are importable from here too, as they always
 were: ``print(queries.INSERT_TRADE)`` shows one. ``statements()`` returns them all, every
@@ -13,7 +15,15 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from persistence.queries import accumulators, auth, events, executions, fills, trades
+from persistence.queries import (
+    accumulators,
+    auth,
+    event_store,
+    events,
+    executions,
+    fills,
+    trades,
+)
 from persistence.queries.auth import (
     COUNT_SCHWAB_AUTH_BY_KEY,
     INSERT_SCHWAB_AUTH_IF_ABSENT,
@@ -69,7 +79,15 @@ __all__ = [
     "statements",
 ]
 
-MODULES: tuple[ModuleType, ...] = (trades, auth, fills, executions, accumulators, events)
+MODULES: tuple[ModuleType, ...] = (
+    trades,
+    auth,
+    fills,
+    executions,
+    accumulators,
+    events,
+    event_store,
+)
 
 
 def statements() -> dict[str, str]:

@@ -1,0 +1,265 @@
+"""The event store (issue #27): append, load, last_sequence, read_all; conflicts and failures.
+
+Every behavioural test runs on both APIs (the ``db`` fixture).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pytest
+
+from persistence import (
+    ConcurrencyConflict,
+    Conflict,
+    DatabaseUnavailable,
+    NewEvent,
+    RecordedEvent,
+    ValidationError,
+)
+from tests.event_store_support import event, read_everything, store_url, stored_rows
+
+__all__ = ["store_url"]  # the fixture, used by name
+
+pytestmark = pytest.mark.usefixtures("store_url")
+
+
+def test_append_then_load_gives_the_events_back(db: Any) -> None:
+    huge = 2**200 + 1
+    events = [
+        NewEvent("Opened", {"owner": "zoë ☃", "limit": huge}, metadata={"by": "test"}),
+        NewEvent("Deposited", {"amount": "12.3400", "ratio": 0.1, "tags": [1, None, True]}, "2"),
+    ]
+    recorded = db.event_store.append("Account", "a-1", events, expected_sequence=0)
+    assert [e.sequence for e in recorded] == [1, 2]
+    assert recorded[0].position < recorded[1].position
+    assert recorded[0].recorded_at.utcoffset() is not None
+    loaded = db.event_store.load("Account", "a-1")
+    assert loaded == recorded
+    assert loaded[0].payload["limit"] == huge and type(loaded[0].payload["limit"]) is int
+    assert loaded[1].event_version == "2" and loaded[0].metadata == {"by": "test"}
+    assert db.event_store.last_sequence("Account", "a-1") == 2
+    assert db.event_store.last_sequence("Account", "nobody") == 0
+    assert db.event_store.load("Account", "nobody") == []
+    assert db.event_store.load("Account", "a-1", after_sequence=1) == recorded[1:]
+    more = db.event_store.append("Account", "a-1", [event(n=3)], expected_sequence=2)
+    assert more[0].sequence == 3 and more[0].position > recorded[1].position
+
+
+def test_a_wrong_expectation_is_a_conflict_with_the_actual_sequence(
+    db: Any, store_url: str
+) -> None:
+    db.event_store.append("Account", "a-1", [event(), event()], expected_sequence=0)
+    for expected in (0, 1, 3):
+        with pytest.raises(ConcurrencyConflict, match="nothing was written") as raised:
+            db.event_store.append("Account", "a-1", [event(x=expected)], expected_sequence=expected)
+        assert raised.value.actual_sequence == 2
+    assert [row[2] for row in stored_rows(store_url)] == [1, 2]
+
+
+def test_a_clash_found_before_writing_leaves_the_transaction_usable(db: Any) -> None:
+    with db.transaction() as tx:
+        tx.event_store.append("Account", "a-1", [event()], expected_sequence=0)
+        with pytest.raises(ConcurrencyConflict):
+            tx.event_store.append("Account", "a-1", [event()], expected_sequence=0)
+        tx.event_store.append("Account", "a-1", [event()], expected_sequence=1)
+    assert db.event_store.last_sequence("Account", "a-1") == 2
+
+
+def test_a_writer_that_loses_the_race_gets_a_conflict_with_the_winners_sequence(
+    db: Any,
+) -> None:
+    """The clash the up-front check cannot see: both writers checked before either wrote."""
+    outcome: list[Any] = []
+    with db.transaction() as winner:
+        winner.event_store.append(
+            "Account", "a-1", [event(), event(), event()], expected_sequence=0
+        )
+
+        def lose() -> None:
+            try:
+                outcome.append(
+                    db.event_store.append("Account", "a-1", [event()], expected_sequence=0)
+                )
+            except Exception as exc:
+                outcome.append(exc)
+
+        loser = threading.Thread(target=lose)
+        loser.start()
+        time.sleep(0.3)  # the loser waits on the winner's uncommitted key
+        assert not outcome
+    loser.join(10)
+    (result,) = outcome
+    assert isinstance(result, ConcurrencyConflict), result
+    assert result.actual_sequence == 3
+    assert db.event_store.last_sequence("Account", "a-1") == 3
+
+
+def test_racing_writers_on_one_aggregate_lose_nothing_and_double_nothing(db: Any) -> None:
+    writers, appends = 8, 6
+    done: list[tuple[int, int]] = []
+    conflicts: list[tuple[int, int]] = []  # (expected, actual)
+    lock = threading.Lock()
+
+    def write(writer: int) -> None:
+        for attempt in range(appends):
+            while True:
+                last = db.event_store.last_sequence("Race", "r")
+                try:
+                    db.event_store.append(
+                        "Race",
+                        "r",
+                        [event(writer=writer, attempt=attempt, part=p) for p in range(2)],
+                        expected_sequence=last,
+                    )
+                except ConcurrencyConflict as exc:
+                    with lock:
+                        conflicts.append((last, exc.actual_sequence or -1))
+                    continue
+                with lock:
+                    done.append((writer, attempt))
+                break
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    stored = db.event_store.load("Race", "r")
+    assert [e.sequence for e in stored] == list(range(1, 2 * writers * appends + 1))
+    written = [(e.payload["writer"], e.payload["attempt"]) for e in stored]
+    assert sorted(written) == sorted([pair for pair in done for _ in range(2)])
+    for first, second in zip(stored[::2], stored[1::2], strict=True):  # an append stays whole
+        assert (first.payload["part"], second.payload["part"]) == (0, 1)
+        assert second.position == first.position + 1
+    # a loser learns a sequence that really was the last one: stored, and past its expectation
+    for expected, actual in conflicts:
+        assert actual > expected and actual % 2 == 0
+
+
+def test_read_all_is_the_global_order(db: Any) -> None:
+    appended: list[RecordedEvent] = []
+    for index in range(5):
+        appended += db.event_store.append("A", f"a{index}", [event(i=index)], expected_sequence=0)
+        appended += db.event_store.append("B", f"b{index}", [event(i=index)], expected_sequence=0)
+    everything = read_everything(db, count=10)
+    assert everything == sorted(appended, key=lambda e: e.position) == appended
+    assert db.event_store.read_all(after_position=appended[3].position, limit=2) == appended[4:6]
+    only_b = db.event_store.read_all(aggregate_type="B")
+    assert only_b == [e for e in appended if e.aggregate_type == "B"]
+    assert db.event_store.read_all(after_position=appended[-1].position) == []
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda es: es.append("", "a", [event()], expected_sequence=0), "aggregate_type"),
+        (lambda es: es.append("A", " a", [event()], expected_sequence=0), "aggregate_id"),
+        (lambda es: es.append("A", "a\x00", [event()], expected_sequence=0), "aggregate_id"),
+        (lambda es: es.append("A", "x" * 257, [event()], expected_sequence=0), "aggregate_id"),
+        (lambda es: es.append("A", "a", [], expected_sequence=0), "empty"),
+        (lambda es: es.append("A", "a", event(), expected_sequence=0), "list of NewEvent"),
+        (lambda es: es.append("A", "a", [{"x": 1}], expected_sequence=0), r"events\[0\]"),
+        (lambda es: es.append("A", "a", [event()], expected_sequence=-1), "expected_sequence"),
+        (lambda es: es.append("A", "a", [event()], expected_sequence="0"), "expected_sequence"),
+        (lambda es: es.load("A", "a", after_sequence=-1), "after_sequence"),
+        (lambda es: es.read_all(limit=0), "limit"),
+        (lambda es: es.read_all(after_position=-1), "after_position"),
+    ],
+)
+def test_bad_arguments_are_refused_and_nothing_is_written(
+    db: Any, store_url: str, call: Any, named: str
+) -> None:
+    with pytest.raises(ValidationError, match=named):
+        call(db.event_store)
+    assert stored_rows(store_url) == []
+
+
+@pytest.mark.parametrize(
+    ("build", "named"),
+    [
+        (lambda: NewEvent("T", {"x": float("nan")}), r"payload\['x'\]"),
+        (lambda: NewEvent("T", {"x": float("inf")}), "Infinity"),
+        (lambda: NewEvent("T", {"x": Decimal("1.10")}), "Decimal"),
+        (lambda: NewEvent("T", {1: "a"}), "key"),
+        (lambda: NewEvent("T", {"x": "a\x00b"}), "NUL"),
+        (lambda: NewEvent("T", {"x": "\ud800"}), "surrogate"),
+        (lambda: NewEvent("T", {}, metadata={"x": [object()]}), r"metadata\['x'\]\[0\]"),
+        (lambda: NewEvent("T", []), "dict"),
+        (lambda: NewEvent("", {}), "event_type"),
+        (lambda: NewEvent("T", {}, event_version="v" * 33), "event_version"),
+    ],
+)
+def test_bad_events_are_refused_when_built(build: Any, named: str) -> None:
+    with pytest.raises(ValidationError, match=named):
+        build()
+
+
+def test_a_payload_changed_after_building_is_refused_and_nothing_is_written(
+    db: Any, store_url: str
+) -> None:
+    changed = event(x=1)
+    changed.payload["x"] = float("nan")
+    with pytest.raises(ValidationError, match="payload"):
+        db.event_store.append("A", "a", [event(), changed], expected_sequence=0)
+    assert stored_rows(store_url) == []
+
+
+def test_a_timeout_while_appending_is_unavailable_not_a_conflict(
+    db: Any, open_database: Any, store_url: str
+) -> None:
+    """The bot's incident 846: a busy database read as "already stored". Here a writer stuck
+    behind another's uncommitted key times out: DatabaseUnavailable, and never a conflict."""
+    with db.transaction() as holder, open_database(store_url, statement_timeout=0.3) as short:
+        holder.event_store.append("A", "a", [event()], expected_sequence=0)
+        with pytest.raises(DatabaseUnavailable) as raised:
+            short.event_store.append("A", "a", [event()], expected_sequence=0)
+        assert not isinstance(raised.value, Conflict)
+    assert db.event_store.last_sequence("A", "a") == 1
+
+
+def test_a_connection_killed_while_appending_is_unavailable_not_a_conflict(
+    db: Any, open_database: Any, store_url: str
+) -> None:
+    with db.transaction() as holder, open_database(store_url) as victim:
+        holder.event_store.append("A", "a", [event()], expected_sequence=0)
+        failures: list[BaseException] = []
+
+        def append() -> None:
+            try:
+                victim.event_store.append("A", "a", [event()], expected_sequence=0)
+            except BaseException as exc:
+                failures.append(exc)
+
+        thread = threading.Thread(target=append)
+        thread.start()
+        with psycopg.connect(store_url, autocommit=True) as admin:
+            deadline = time.monotonic() + 10
+            killed = 0
+            while not killed and time.monotonic() < deadline:
+                # this database's only: another worker's (or run's) appends wait on locks too
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND query LIKE '%%append_events%%' "
+                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                ).fetchone()[0]
+                time.sleep(0.02)
+        thread.join(10)
+    (failure,) = failures
+    assert isinstance(failure, DatabaseUnavailable) and not isinstance(failure, Conflict)
+
+
+def test_a_unique_violation_elsewhere_is_not_a_concurrency_conflict(db: Any) -> None:
+    (first,) = db.event_store.append("A", "a", [event()], expected_sequence=0)
+    with pytest.raises(Conflict) as raised, db.transaction() as tx:
+        tx.connection.execute(
+            "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, "
+            "payload) VALUES (%s, 'A', 'b', 1, 'T', '{}')",
+            (first.position,),
+        )
+    assert not isinstance(raised.value, ConcurrencyConflict)
+    assert "events_position_key" in str(raised.value)
