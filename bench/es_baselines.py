@@ -30,16 +30,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 import persistence
 
-# --- "ours": the event store of issue #27, when this checkout has it -------------------------
-# MERGER: remove this guard (and every ``if EVENT_STORE`` below) once the event store is merged;
-# until then the benchmarks of the event store are left out of the collection (never skipped:
-# under CI=true a skip fails) and ``python -m bench.events`` prints why its groups are absent.
-EVENT_STORE = hasattr(persistence, "NewEvent")
-NO_EVENT_STORE = (
-    "persistence has no event store yet (persistence.NewEvent / Database.event_store, "
-    "issue #27): the 'persistence' variants are left out"
-)
-
 AGGREGATE_TYPE = "Position"
 EVENT_TYPE = "PositionFillApplied"
 THREADS = 8

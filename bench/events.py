@@ -96,8 +96,7 @@ def open_stores(url: str) -> Iterator[Stores]:
             path = Path(tmp) / "bot.db"
             stores.sqlite = [es.sqlite_es_connect(path) for _ in range(es.THREADS)]
             stores.eventsourcing = es.EventsourcingStore(url)
-            if es.EVENT_STORE:
-                stores.db = Database.connect(url, min_size=es.THREADS, max_size=es.THREADS)
+            stores.db = Database.connect(url, min_size=es.THREADS, max_size=es.THREADS)
             yield stores
         finally:
             stores.close()
@@ -368,8 +367,6 @@ def wake_rows(stores: Stores, samples: int) -> list[str]:
     variants = {"raw_listen_notify": raw_wake(stores.url)}
     if stores.db is not None:
         variants["persistence"] = ours_wake(stores.db)
-    else:
-        rows.append(f"| persistence | | | | | {es.NO_EVENT_STORE} |")
     for name, (append, wait, close) in variants.items():
         try:
             found, timeouts = wake_latencies(append, wait, samples)
@@ -553,8 +550,6 @@ def lag_rows(stores: Stores, hold: float, bound: float, admin: str) -> list[str]
         "the idle transaction | others' longest write transaction |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    if stores.db is None:
-        rows.append(f"| persistence read_all | | | | | | | {es.NO_EVENT_STORE} | |")
     other = create_database(admin, "persistence_events_other")
     try:
         other_url = with_database(admin, other)
@@ -598,8 +593,6 @@ def main() -> None:
     parser.add_argument("--bound", type=float, default=0.5, help="idle_in_transaction_timeout")
     args = parser.parse_args()
     only = set(args.only or GROUPS)
-    if not es.EVENT_STORE:
-        print(f"note: {es.NO_EVENT_STORE}; the baselines alone are measured\n")
     admin = admin_url()
     with migrated_database(admin, "persistence_events") as url, open_stores(url) as stores:
         rows = list(HEADER)

@@ -16,9 +16,7 @@ import pytest
 from bench import es_baselines as es
 from bench.events import Stores, Waker, open_stores, ours_wake, populate, quantile, raw_wake
 
-# MERGER: the 'persistence' variants exist only where the event store does (es.EVENT_STORE);
-# drop the guard once it is merged. Left out, never skipped: under CI=true a skip fails.
-OURS = ["persistence"] if es.EVENT_STORE else []
+OURS = ["persistence"]
 WRITERS = [*OURS, "eventsourcing", "sqlite", "raw_psycopg"]
 PER_THREAD = 25
 
