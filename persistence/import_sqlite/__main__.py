@@ -89,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             return failed(exc)
     _summarise(tally, first, args.report)
     verb = "would insert" if result.dry_run else "inserted"
-    if result.layout == "batching":
-        print(f"{args.path} holds the bot's second layout (trade batching)")
+    if result.layout in ("batching", "event store"):
+        if result.layout == "batching":
+            print(f"{args.path} holds the bot's second layout (trade batching)")
+        else:
+            print(f"{args.path} holds the bot's third layout (the event store)")
         for table, (read, invalid, inserted) in result.tables.items():
             print(f"{table}: read {read:,}, {invalid:,} invalid, {verb} {inserted:,}")
         print(f"schwab_auth: {result.auth_inserted} of {result.auth_read} row(s) {verb}")
