@@ -74,6 +74,7 @@ class EventStore:
     inserted: dict[str, int] = attrs.field(factory=lambda: {"events": 0, "snapshots": 0})
     max_rowid: int = 0
     left_out: set[tuple[str, str]] = attrs.field(factory=set)
+    sqlx_history: bool = False
 
 
 def detect(path: Path, source: sqlite3.Connection, tables: set[str]) -> bool:
@@ -205,8 +206,26 @@ def _gaps(run: Run, data: EventStore) -> None:
         _bad(run, data, "events", row, "sequence", why)
 
 
+# what the import of this layout carries today; sqlx's own history is the bot's, never ours
+_CARRIED = {"events", "snapshots"}
+_NOT_OURS = "_sqlx_migrations"
+
+
 def check(run: Run, data: EventStore) -> None:
-    """Refuse rowids the event store's positions could reach, and positions already taken."""
+    """Refuse a file with tables this import does not carry yet (their rows would be lost
+    without a word), rowids the event store's positions could reach, and positions taken."""
+    tables = {
+        str(row[0])
+        for row in run.source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    others = sorted(t for t in tables - _CARRIED - {_NOT_OURS} if not t.startswith("sqlite_"))
+    if others:
+        raise ImportFailed(
+            f"{run.path} also holds {', '.join(others)}: the import of the third layout carries "
+            "the events and snapshots only so far, and importing without those tables would "
+            "lose their rows; nothing was imported"
+        )
+    data.sqlx_history = _NOT_OURS in tables
     limit = run.target.execute("SELECT pg_current_xact_id()::text::bigint << 20").fetchone()
     assert limit is not None
     if data.max_rowid >= limit[0]:
@@ -329,7 +348,11 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
         "events": f"{compared} events compared with the file, re-read: position = rowid, every "
         "column, JSON by value and number spelling",
         "snapshots": f"{snapshots} snapshots compared with the file, re-read",
-    }
+    } | (
+        {_NOT_OURS: "not carried: the bot's own migration history (sqlx), not its data"}
+        if data.sqlx_history
+        else {}
+    )
 
 
 def _verify_snapshots(run: Run, data: EventStore) -> int:
