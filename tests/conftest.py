@@ -165,7 +165,9 @@ def api(request: pytest.FixtureRequest, loop: Loop) -> Iterator[str]:
     loop.start_test()
     yield request.param
     slow = loop.slow_steps()
-    assert not slow, f"the layer held the event loop: {slow}"
+    # A sync run drives no task on the loop: a slow step then is a leftover background timer
+    # waiting for the GIL behind the sync test's own threads, not the layer holding the loop.
+    assert request.param == "sync" or not slow, f"the layer held the event loop: {slow}"
 
 
 @pytest.fixture
