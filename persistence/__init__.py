@@ -12,6 +12,7 @@ from persistence.config import Settings
 from persistence.database import AsyncDatabase, AsyncTransaction, Database, Transaction
 from persistence.errors import (
     AuthenticationFailed,
+    CommitNotReplicated,
     ConfigurationError,
     Conflict,
     DatabaseUnavailable,
@@ -47,6 +48,7 @@ __all__ = [
     "AsyncDatabase",
     "AsyncTransaction",
     "AuthenticationFailed",
+    "CommitNotReplicated",
     "ConfigurationError",
     "Conflict",
     "Database",

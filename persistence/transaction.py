@@ -66,13 +66,15 @@ class Repositories(Generic[M]):
 class Lending:
     """What a database's transaction blocks need of it, in its I/O style (awaitables for
     asyncio): ``borrow()`` a pooled connection, ``give_back(conn)`` with its session reset,
-    ``run_on(conn, op)`` with our errors, and ``failed(conn, exc)``: our error for a psycopg
-    one raised on the connection."""
+    ``run_on(conn, op)`` with our errors, ``failed(conn, exc)``: our error for a psycopg one
+    raised on the connection, and ``settle(conn)`` after the commit: CommitNotReplicated when
+    the server acknowledged it only locally."""
 
     borrow: Callable[[], Any]
     give_back: Callable[[Any], Any]
     run_on: Callable[[Any, Operation[Any]], Any]
     failed: Callable[[Any, psycopg.Error], PersistenceError]
+    settle: Callable[[Any], Any]
     keyring: Keyring | None
     settings: Settings
 
@@ -163,7 +165,14 @@ class Block(Generic[M]):
     def _begun(self, conn: Any) -> Transaction[M]:
         self._conn = conn
         self._tx: Any = conn.transaction()
+        self._in_block(True)
         return Transaction(self._lending, conn)
+
+    def _in_block(self, inside: bool) -> None:
+        """Whether a statement in flight may be a commit (the timeout's message says so)."""
+        sync_rep = getattr(self._conn, "sync_rep", None)
+        if sync_rep is not None:
+            sync_rep.in_block = inside
 
     def _error(self, exc: BaseException | None) -> BaseException | None:
         if isinstance(exc, psycopg.Error):
@@ -180,8 +189,11 @@ class Block(Generic[M]):
         return tx
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        self._in_block(False)
         try:
             self._tx.__exit__(kind, exc, tb)
+            if exc is None:
+                self._lending.settle(self._conn)
         except psycopg.Error as error:
             exc = error
         finally:
@@ -199,8 +211,11 @@ class Block(Generic[M]):
         return tx
 
     async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        self._in_block(False)
         try:
             await self._tx.__aexit__(kind, exc, tb)
+            if exc is None:
+                await self._lending.settle(self._conn)
         except psycopg.Error as error:
             exc = error
         finally:
