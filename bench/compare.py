@@ -37,22 +37,35 @@ def _timed(work: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def compare(name: str, variants: dict[str, Batch], rounds: int) -> list[str]:
-    """Rows: each variant's median seconds per batch and its ratio to the first variant."""
+def measure(variants: dict[str, Batch], rounds: int) -> dict[str, list[float]]:
+    """Each variant's seconds per batch, round by round: every round runs one batch of each
+    variant, in a shuffled order."""
     times: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(rounds):
         order = list(variants)
         random.shuffle(order)
         for variant in order:
             times[variant].append(variants[variant]())
+    return times
+
+
+def spread(ratios: list[float]) -> tuple[float, float, float]:
+    """The median of per-round ratios and their 10th and 90th percentiles."""
+    ordered = sorted(ratios)
+    low, high = ordered[len(ordered) // 10], ordered[-1 - len(ordered) // 10]
+    return statistics.median(ordered), low, high
+
+
+def compare(name: str, variants: dict[str, Batch], rounds: int) -> list[str]:
+    """Rows: each variant's median seconds per batch and its ratio to the first variant."""
+    times = measure(variants, rounds)
     baseline = next(iter(variants))
     rows = []
     for variant, seconds in times.items():
-        ratios = sorted(s / b for s, b in zip(seconds, times[baseline], strict=True))
-        low, high = ratios[len(ratios) // 10], ratios[-1 - len(ratios) // 10]
+        median, low, high = spread([s / b for s, b in zip(seconds, times[baseline], strict=True)])
         rows.append(
             f"| {name} | {variant} | {statistics.median(seconds) * 1000:.2f} ms | "
-            f"{statistics.median(ratios):.3f} | {low:.3f}-{high:.3f} |"
+            f"{median:.3f} | {low:.3f}-{high:.3f} |"
         )
     return rows
 

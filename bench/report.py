@@ -22,6 +22,7 @@ BASELINES = (
     "raw_psycopg_executemany",
     "sqlalchemy_core",
     "sqlite",
+    "eventsourcing",
 )
 
 
@@ -64,6 +65,12 @@ TARGETS = [
     Target("concurrent_insert", "speed", 1.3, "sqlite"),
     Target("health_check", "seconds", 0.001),
     Target("migrate_noop", "seconds", 0.5),
+    # the event store (issue #27); bench.events gives the paired ratios and the wake-up p99
+    Target("es_append_8_threads", "speed", 4.0, "eventsourcing"),
+    Target("es_append_8_threads", "speed", 2.5, "sqlite"),
+    Target("es_append_batch_100", "speed", 0.8, "raw_psycopg"),
+    Target("es_read_all_catch_up", "speed", 0.8, "raw_psycopg"),
+    Target("es_load_1000", "time", 1.3, "raw_psycopg"),
 ]
 
 

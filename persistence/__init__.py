@@ -12,6 +12,7 @@ from persistence.config import Settings
 from persistence.database import AsyncDatabase, AsyncTransaction, Database, Transaction
 from persistence.errors import (
     AuthenticationFailed,
+    CommitNotReplicated,
     ConcurrencyConflict,
     ConfigurationError,
     Conflict,
@@ -50,6 +51,7 @@ __all__ = [
     "AsyncDatabase",
     "AsyncTransaction",
     "AuthenticationFailed",
+    "CommitNotReplicated",
     "ConcurrencyConflict",
     "ConfigurationError",
     "Conflict",

@@ -36,6 +36,13 @@ _TIMED_OUT = (
     "The statement was cancelled where the server could be reached and the connection dropped; "
     "a write may or may not have landed, and retrying it is safe"
 )
+# added when what timed out may have been a commit (an operation outside a block, or a block's
+# COMMIT): a commit waiting for a missing synchronous standby waits past statement_timeout
+_TIMED_OUT_COMMITTING = (
+    ". If the server waits for a synchronous standby (synchronous_standby_names), a missing "
+    "standby ends here too: the write may be committed on this server but not replicated, and "
+    "a failover may lose it; a retry reports success only once a standby has confirmed it"
+)
 _IDLE_IN_TRANSACTION = (
     "the transaction sat idle longer than the idle-in-transaction timeout "
     "(PERSISTENCE_IDLE_IN_TRANSACTION_TIMEOUT), so the server ended the session and rolled the "
@@ -128,7 +135,8 @@ def translate(exc: BaseException, *, acquire_timeout: float | None = None) -> Pe
     if isinstance(exc, ServerDown):
         return exc.error
     if isinstance(exc, OperationTimedOut):
-        return DatabaseUnavailable(_TIMED_OUT.format(exc))
+        committing = _TIMED_OUT_COMMITTING if exc.committing else ""
+        return DatabaseUnavailable(_TIMED_OUT.format(exc) + committing)
     if _idle_in_transaction_timeout(exc):
         return DatabaseUnavailable(_IDLE_IN_TRANSACTION)
     if isinstance(exc, PoolTimeout | TooManyRequests):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
@@ -19,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from persistence.errors import ConfigurationError
 
-__all__ = ["ENV_VARS", "Settings", "redact"]
+__all__ = ["ENV_VARS", "Settings", "python_m", "redact"]
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 SSL_MODES: tuple[str, ...] = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
@@ -78,6 +80,12 @@ def redact(text: str, *secrets: str | None) -> str:
         if secret:
             text = text.replace(secret, "***")
     return text
+
+
+def python_m(module: str, *args: str) -> str:
+    """``python -m module args`` for a message, with the interpreter that is running: a bare
+    ``python`` outside the virtual environment would not find the package."""
+    return shlex.join([sys.executable or "python3", "-m", module, *args])
 
 
 def _positive_number(instance: Settings, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -141,6 +149,23 @@ def _check_choice(choices: tuple[str, ...]) -> Any:
     return check
 
 
+def _root_certificate_for(settings: Settings) -> bool:
+    """False when the connection would verify the server (``verify-full``, from the setting, the
+    URL or libpq's PGSSLMODE) with no root certificate: not the setting's, not the URL's, not
+    libpq's PGSSLROOTCERT, not its default ``~/.postgresql/root.crt``. libpq would fail only on
+    the first connection, with a less clear message."""
+    params = conninfo_to_dict(settings.url) if settings.url else {}
+    # the setting is appended to the URL's parameters, so it wins; libpq's variables come last
+    mode = settings.sslmode or params.get("sslmode") or os.environ.get("PGSSLMODE")
+    if mode != "verify-full":
+        return True
+    if settings.sslrootcert is not None or params.get("sslrootcert"):
+        return True
+    if os.environ.get("PGSSLROOTCERT"):
+        return True
+    return (Path.home() / ".postgresql" / "root.crt").is_file()
+
+
 def _redacted_url(value: str | None) -> str:
     return "None" if value is None else repr(redact(value))
 
@@ -198,13 +223,11 @@ class Settings:
     )
 
     def __attrs_post_init__(self) -> None:
-        if self.sslmode == "verify-full" and self.sslrootcert is None and self.url is not None:
-            params = conninfo_to_dict(self.url)
-            if "sslrootcert" not in params:
-                raise ConfigurationError(
-                    "sslmode verify-full needs the server's root certificate: set "
-                    f"{ENV_VARS['sslrootcert']} to its path (or sslrootcert= in DATABASE_URL)"
-                )
+        if self.url is not None and not _root_certificate_for(self):
+            raise ConfigurationError(
+                "sslmode verify-full needs the server's root certificate: set "
+                f"{ENV_VARS['sslrootcert']} to its path (or sslrootcert= in DATABASE_URL)"
+            )
         if self.sslrootcert is not None and not self.sslrootcert.is_file():
             raise ConfigurationError(
                 f"sslrootcert {str(self.sslrootcert)!r} is not a readable file"
@@ -315,7 +338,7 @@ def validate_url(url: str) -> dict[str, str]:
             raise ConfigurationError(
                 "DATABASE_URL is a SQLite URL; this library stores data in PostgreSQL. Point "
                 "DATABASE_URL at a PostgreSQL server, and move the bot's SQLite data with "
-                "`python -m persistence.import_sqlite PATH` (docs/migrating-from-sqlite.md)"
+                f"`{python_m('persistence.import_sqlite')} PATH` (docs/migrating-from-sqlite.md)"
             )
         if scheme not in ("postgresql", "postgres"):
             raise ConfigurationError(

@@ -133,6 +133,11 @@ def _is_auth_failure(message: str) -> bool:
     )
 
 
+def _sentence(reason: str) -> str:
+    """``reason`` ended as a sentence: libpq's own may end in "?" or "." already."""
+    return reason if reason.endswith((".", "?", "!")) else f"{reason}."
+
+
 class Attempts:
     """The retry policy of opening one connection: backoff for up to ``wait`` seconds. No I/O."""
 
@@ -168,8 +173,8 @@ class Attempts:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise DatabaseUnavailable(
-                f"cannot connect to {target}: {reason}. Check that the server is running and "
-                "that DATABASE_URL points at it"
+                f"cannot connect to {target}: {_sentence(reason)} Check that the server is "
+                "running and that DATABASE_URL points at it"
             ) from None
         pause = min(self.delay, remaining)
         logger.warning(

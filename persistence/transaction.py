@@ -85,13 +85,15 @@ class Lending:
     """What a database's transaction blocks need of it, in its I/O style (awaitables for
     asyncio): ``borrow()`` a pooled connection, ``give_back(conn)`` with its session reset,
     ``run_on(conn, op)`` with our errors, ``failed(conn, exc)``: our error for a psycopg one
-    raised on the connection, and ``appended()``: poke the notifier of the database's event
-    store (after a block whose appends committed)."""
+    raised on the connection, ``settle(conn)`` after the commit: CommitNotReplicated when
+    the server acknowledged it only locally, and ``appended()``: poke the notifier of the
+    database's event store (after a block whose appends committed)."""
 
     borrow: Callable[[], Any]
     give_back: Callable[[Any], Any]
     run_on: Callable[[Any, Operation[Any]], Any]
     failed: Callable[[Any, psycopg.Error], PersistenceError]
+    settle: Callable[[Any], Any]
     keyring: Keyring | None
     settings: Settings
     appended: Callable[[], None]
@@ -189,6 +191,7 @@ class Block(Generic[M]):
     def _begun(self, conn: Any) -> Transaction[M]:
         self._conn = conn
         self._tx: Any = conn.transaction()
+        self._in_block(True)
         self._bound: Transaction[M] = Transaction(self._lending, conn)
         return self._bound
 
@@ -197,6 +200,12 @@ class Block(Generic[M]):
         # every appending commit on the server's notify lock (docs/event-store.md)
         if self._bound.event_store.appended:
             self._lending.appended()
+
+    def _in_block(self, inside: bool) -> None:
+        """Whether a statement in flight may be a commit (the timeout's message says so)."""
+        sync_rep = getattr(self._conn, "sync_rep", None)
+        if sync_rep is not None:
+            sync_rep.in_block = inside
 
     def _error(self, exc: BaseException | None) -> BaseException | None:
         if isinstance(exc, psycopg.Error):
@@ -213,8 +222,11 @@ class Block(Generic[M]):
         return tx
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        self._in_block(False)
         try:
             self._tx.__exit__(kind, exc, tb)
+            if exc is None:
+                self._lending.settle(self._conn)
         except psycopg.Error as error:
             exc = error
         finally:
@@ -234,8 +246,11 @@ class Block(Generic[M]):
         return tx
 
     async def __aexit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        self._in_block(False)
         try:
             await self._tx.__aexit__(kind, exc, tb)
+            if exc is None:
+                await self._lending.settle(self._conn)
         except psycopg.Error as error:
             exc = error
         finally:

@@ -51,6 +51,7 @@ HORIZON_MODULES = frozenset(
         "test_import_batching.py",
         "test_import_checks.py",
         "test_import_damaged.py",
+        "test_import_events.py",
         "test_import_sqlite.py",
     }
 )

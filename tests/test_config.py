@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from persistence import ConfigurationError, Settings, config
-from persistence.config import ENV_VARS, redact, validate_url
+from persistence.config import ENV_VARS, python_m, redact, validate_url
 
 SECRET = "s3cr3t-Pa55"
 
@@ -151,3 +156,111 @@ def test_conninfo_bounds_the_network_and_forces_utc() -> None:
     )
     migration = build_conninfo(Settings(url=url), url, statement_timeout=0)
     assert "statement_timeout=0" in conninfo_to_dict(migration)["options"]
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"DATABASE_URL": "postgresql://h/db", "PERSISTENCE_SSLMODE": "verify-full"},
+        {"DATABASE_URL": "postgresql://bot@db.example.com:5432/persistence?sslmode=verify-full"},
+        {"DATABASE_URL": "host=db.example.com dbname=persistence sslmode=verify-full"},
+    ],
+    ids=["the setting", "the URL", "a key=value string"],
+)
+def test_verify_full_without_a_root_certificate_is_refused_in_either_form(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused when the settings are read, before any connection: libpq would fail only on the
+    first one. A root certificate from the setting, the URL, libpq's PGSSLROOTCERT or its
+    ~/.postgresql/root.crt is enough; a setting's sslmode overrides the URL's."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("PGSSLROOTCERT", raising=False)
+    monkeypatch.delenv("PGSSLMODE", raising=False)
+    with pytest.raises(ConfigurationError, match="needs the server's root certificate"):
+        Settings.from_env(env)
+    root = tmp_path / "root.crt"
+    root.write_text("a certificate\n")
+    assert Settings.from_env({**env, "PERSISTENCE_SSLROOTCERT": str(root)}).sslrootcert == root
+    url = env["DATABASE_URL"]
+    glue = " " if "://" not in url else ("&" if "?" in url else "?")
+    assert Settings.from_env({**env, "DATABASE_URL": f"{url}{glue}sslrootcert={root}"})
+    assert Settings.from_env({**env, "PERSISTENCE_SSLMODE": "require"}).sslmode == "require"
+    monkeypatch.setenv("PGSSLROOTCERT", str(root))
+    assert Settings.from_env(env)
+    monkeypatch.delenv("PGSSLROOTCERT")
+    (tmp_path / ".postgresql").mkdir()
+    (tmp_path / ".postgresql" / "root.crt").write_text("a certificate\n")
+    assert Settings.from_env(env)
+
+
+def test_verify_full_from_libpqs_own_variable_is_checked_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("PGSSLROOTCERT", raising=False)
+    monkeypatch.setenv("PGSSLMODE", "verify-full")
+    with pytest.raises(ConfigurationError, match="root certificate"):
+        Settings.from_env({"DATABASE_URL": "postgresql://h/db"})
+    assert Settings.from_env({"DATABASE_URL": "postgresql://h/db?sslmode=require"})
+
+
+def test_a_suggested_command_names_the_running_interpreter() -> None:
+    """A bare ``python`` outside the virtual environment has no ``persistence``: the commands
+    that messages suggest name the interpreter that is running."""
+    from persistence.tokens import NO_KEY
+
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env({"DATABASE_URL": "sqlite:///bot.db"})
+    assert f"`{sys.executable} -m persistence.import_sqlite PATH`" in str(refused.value)
+    assert f"`{sys.executable} -m persistence.tokens new-key`" in NO_KEY
+    assert (
+        python_m("persistence.migrate") == f"{shlex.quote(sys.executable)} -m persistence.migrate"
+    )
+
+
+def production_part_of_env_example() -> dict[str, str]:
+    """The settings that .env.example's production part sets, uncommented (the last of a
+    repeated name wins, as when the lines are sourced)."""
+    text = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    production = text.split("# --- production", 1)[1]
+    return dict(
+        line.removeprefix("# ").split("=", 1)
+        for line in production.splitlines()
+        if re.match(r"# [A-Z_]+=\S", line)
+    )
+
+
+@pytest.mark.db
+def test_the_suite_reads_no_setting_from_the_callers_environment(tmp_path: Path) -> None:
+    """With .env.example's production part exported (a real-looking DATABASE_URL, embedded
+    never, verify-full, a placeholder token keyring and key file), the token and config tests
+    still pass: tests/conftest.py clears every such variable for the run."""
+    ambient = production_part_of_env_example()
+    assert {"DATABASE_URL", "PERSISTENCE_TOKEN_KEYS", "PERSISTENCE_EMBEDDED"} <= set(ambient)
+    env = {**os.environ, **ambient, "PGSSLMODE": "verify-full"}
+    env = {k: v for k, v in env.items() if not k.startswith("PYTEST_")}  # not a worker of ours
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:randomly",
+            f"--basetemp={tmp_path / 'nested'}",
+            "tests/test_tokens.py",
+            "tests/test_config.py",
+            "-k",
+            "not the_suite_reads_no_setting",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout

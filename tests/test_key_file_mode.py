@@ -98,7 +98,7 @@ def test_the_tokens_cli_refuses_an_open_key_file(database_url: str, tmp_path: Pa
 
 def test_a_development_key_file_opened_up_is_refused(tmp_path: Path) -> None:
     embedded = tmp_path / ".postgres-data" / "embedded"
-    development_keyring(embedded)  # made 0600
+    assert development_keyring(embedded).ids == ("dev",)  # made, 0600, when first used
     path = tmp_path / ".postgres-data" / "embedded.token-keys"
     path.chmod(0o644)
     with pytest.raises(ConfigurationError, match=r"chmod 600 .*embedded\.token-keys"):

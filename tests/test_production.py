@@ -134,9 +134,9 @@ def test_repository_tests_pass_through_pgbouncer_in_transaction_mode(
     env = environment_without("DATABASE_URL")
     env.update(
         TEST_DATABASE_URL=admin_url,
+        # the harness then sets PERSISTENCE_PREPARE_THRESHOLD=none (tests/conftest.py): PgBouncer
+        # before 1.21 cannot carry server-side prepared statements
         TEST_DATABASE_PROXY=pgbouncer,
-        # PgBouncer before 1.21 cannot carry server-side prepared statements
-        PERSISTENCE_PREPARE_THRESHOLD="none",
     )
     # its own basetemp: a nested pytest would reset /tmp/pytest-of-USER to mode 0700, which
     # locks the embedded scratch server (another system user) out of its data directory
@@ -558,16 +558,17 @@ def test_the_readmes_real_server_block_runs_over_verified_ssl(ssl_server: dict[s
     its root certificate where libpq looks for one (PGSSLROOTCERT): the main job applies the
     migrations over a connection whose certificate and host name were verified."""
     (block,) = [b for b in shell_blocks(ROOT / "README.md") if "@db.example.com:" in b]
-    export, migrate, tests = block.splitlines()
+    export, root, migrate, tests = block.splitlines()
     assert tests.startswith("TEST_DATABASE_URL=")  # CI runs the tests that way
-    script = f"{export}\n{migrate}".replace(
+    assert root.startswith("export PERSISTENCE_SSLROOTCERT=/")
+    script = f"{export}\n{root}\n{migrate}".replace(
         "bot:PASSWORD@db.example.com:5432/persistence",
         f"postgres@localhost:{ssl_server['port']}/postgres",
-    )
+    ).replace(command_of(root).split("=", 1)[1], str(ssl_server["folder"] / "root.crt"))
     assert "sslmode=verify-full" in script
-    env = environment_without("DATABASE_URL")
-    env["PGSSLROOTCERT"] = str(ssl_server["folder"] / "root.crt")
+    env = environment_without("DATABASE_URL", "PERSISTENCE_SSLROOTCERT", "PGSSL*")
     run_as_written(script, env)
+    env = {"PGSSLROOTCERT": str(ssl_server["folder"] / "root.crt")}
     url = ssl_url(ssl_server, "localhost")
     with psycopg.connect(url, sslmode="verify-full", sslrootcert=env["PGSSLROOTCERT"]) as conn:
         (applied,) = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()  # type: ignore[misc]

@@ -206,10 +206,14 @@ def test_the_development_key_is_made_once_beside_the_embedded_data(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     embedded = tmp_path / ".postgres-data" / "embedded"
+    path = tmp_path / ".postgres-data" / "embedded.token-keys"
     with caplog.at_level(logging.WARNING, logger="persistence.tokens"):
         first = development_keyring(embedded)
+        # made when first needed: a bot that never stores tokens gets no key and no warning
+        assert not path.exists() and caplog.text == ""
+        assert repr(first) == "Keyring(current='dev', ids='not made yet')"
+        assert first.ids == ("dev",)
         again = development_keyring(embedded)
-    path = tmp_path / ".postgres-data" / "embedded.token-keys"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert caplog.text.count("generated a development key") == 1
     assert path.read_text().split(":")[1].strip() not in caplog.text  # the key is not logged

@@ -12,11 +12,13 @@ verify), converting with ``convert`` (the rules, in its docstring) and verifying
 ``_verify``:
 
 - ``layout1``: ``trades`` (the first layout);
-- ``layout2`` (and ``layout2_rows``, its read step): the trade-batching tables (the second).
+- ``layout2`` (and ``layout2_rows``, its read step): the trade-batching tables (the second);
+- ``layout3`` (and ``layout3_json``, its JSON rules): the bot's event store (the third, today's).
 
 A new layout is a module ending in ``LAYOUT = Layout(...)`` and one entry in ``LAYOUTS``. The
-layouts are tried in order and the first that claims the file is imported: a file with both an
-``onchain_trades`` and a ``trades`` table is read as the second layout, its ``trades`` ignored.
+layouts are tried in order and the first that claims the file is imported: a file with an
+``events`` table (aggregate_type, aggregate_id, sequence) is read as the third layout; a file
+with both an ``onchain_trades`` and a ``trades`` table as the second, its ``trades`` ignored.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from persistence.import_sqlite.convert import to_datetime, to_decimal
 from persistence.import_sqlite.layout1 import BOT_COLUMNS, MONEY_COLUMNS, STAGE
 from persistence.import_sqlite.layout1 import LAYOUT as TRADES
 from persistence.import_sqlite.layout2 import LAYOUT as BATCHING
+from persistence.import_sqlite.layout3 import LAYOUT as EVENT_STORE
 from persistence.tokens import NO_KEY, keyring_for
 
 __all__ = [
@@ -71,7 +74,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # tried in this order: the first whose detect claims the file is imported
-LAYOUTS: tuple[Layout[Any], ...] = (BATCHING, TRADES)
+LAYOUTS: tuple[Layout[Any], ...] = (EVENT_STORE, BATCHING, TRADES)
 
 
 def import_sqlite(

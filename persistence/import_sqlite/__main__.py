@@ -1,7 +1,9 @@
 """``python -m persistence.import_sqlite PATH``: parse arguments, import, print the outcome.
 
-Exit codes: 0 imported (or, with --dry-run, would import), 1 invalid rows or a failed
-verification (nothing was written), 2 bad usage or configuration, 5 the database is unavailable.
+Exit codes: 0 imported (or, with --dry-run, would import), 1 invalid rows, a damaged file or a
+failed verification (nothing was written), 2 bad usage or configuration (the path is not a file,
+not SQLite, or not the bot's database), 5 the database is unavailable, 6 the server refused the
+credentials.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
@@ -16,10 +19,21 @@ from typing import Any
 
 import attrs
 
-from persistence._cli import configure_logging, failed
+from persistence._cli import (
+    AUTHENTICATION,
+    FAILED,
+    OK,
+    UNAVAILABLE,
+    USAGE,
+    configure_logging,
+    failed,
+)
 from persistence.config import Settings
 from persistence.errors import PersistenceError
-from persistence.import_sqlite import Problem, import_sqlite, progress_stream
+from persistence.import_sqlite import LAYOUTS, Problem, import_sqlite, progress_stream
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+EXIT_CODES = (OK, FAILED, USAGE, UNAVAILABLE, AUTHENTICATION)
 
 SHOWN = 10
 
@@ -29,8 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m persistence.import_sqlite",
         description="Copy the bot's SQLite database into PostgreSQL, exactly, in one transaction.",
-        epilog="exit codes: 0 done, 1 invalid rows or failed verification (nothing written), "
-        "2 usage or configuration, 5 database unavailable",
+        epilog="exit codes: 0 done, 1 invalid rows, a damaged file or failed verification "
+        "(nothing written), 2 usage or configuration (not a file, not SQLite, not the bot's), "
+        "5 database unavailable, 6 credentials refused",
     )
     parser.add_argument("path", type=Path, help="the bot's SQLite file (opened read-only)")
     parser.add_argument("--database-url", help="default: DATABASE_URL, else the embedded server")
@@ -45,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.path.is_file():
         parser.error(f"{args.path} is not a file: give the path of the bot's SQLite database")
+    wrong = _not_the_bots(args.path)
+    if wrong:
+        parser.error(wrong)
 
     overrides: dict[str, Any] = {"url": args.database_url} if args.database_url else {}
     tally: Counter[tuple[str, str, str]] = Counter()
@@ -71,8 +89,11 @@ def main(argv: list[str] | None = None) -> int:
             return failed(exc)
     _summarise(tally, first, args.report)
     verb = "would insert" if result.dry_run else "inserted"
-    if result.layout == "batching":
-        print(f"{args.path} holds the bot's second layout (trade batching)")
+    if result.layout in ("batching", "event store"):
+        if result.layout == "batching":
+            print(f"{args.path} holds the bot's second layout (trade batching)")
+        else:
+            print(f"{args.path} holds the bot's third layout (the event store)")
         for table, (read, invalid, inserted) in result.tables.items():
             print(f"{table}: read {read:,}, {invalid:,} invalid, {verb} {inserted:,}")
         print(f"schwab_auth: {result.auth_inserted} of {result.auth_read} row(s) {verb}")
@@ -95,6 +116,31 @@ def main(argv: list[str] | None = None) -> int:
         f"({result.rows_per_second:,.0f} rows/s){note}"
     )
     return 0
+
+
+def _not_the_bots(path: Path) -> str | None:
+    """Why ``path`` is not a file to give this command (a usage error), or None.
+
+    A file that is SQLite but damaged is left to the import: that is exit 1, nothing written.
+    """
+    with path.open("rb") as file:
+        if file.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            return f"{path} is not a SQLite database: give the path of the bot's SQLite file"
+    try:
+        source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        tables = {r[0] for r in source.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not any(layout.detect(path, source, tables) for layout in LAYOUTS):
+            return f"{path} holds none of the bot's layouts' tables: is it the bot's database?"
+    except sqlite3.Error:
+        return None
+    except PersistenceError as exc:  # it looks like a layout but lacks a table or column
+        return str(exc)
+    finally:
+        source.close()
+    return None
 
 
 def _summarise(tally: Counter[tuple[str, str, str]], first: list[Problem], report: Path) -> None:

@@ -2,7 +2,8 @@
 
 Exit codes: 0 done (or nothing to do), 1 a migration failed or another error, 2 bad usage or
 configuration, 3 history and files disagree (changed, missing or out-of-order migration),
-4 ``verify`` found pending migrations, 5 the database or the migration lock is unavailable.
+4 ``verify`` found pending migrations, 5 the database or the migration lock is unavailable
+(retry later), 6 the server refused the credentials (fix them: retrying will not help).
 """
 
 from __future__ import annotations
@@ -15,17 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from persistence import migrate
-from persistence._cli import configure_logging
-from persistence.config import Settings
-from persistence.errors import (
-    ConfigurationError,
-    DatabaseUnavailable,
-    MigrationDrift,
-    MigrationError,
-    PersistenceError,
-)
+from persistence._cli import AUTHENTICATION, FAILED, OK, UNAVAILABLE, USAGE, configure_logging
+from persistence._cli import exit_code as shared_exit_code
+from persistence.config import Settings, python_m
+from persistence.errors import MigrationDrift, PersistenceError
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_DRIFT, EXIT_PENDING, EXIT_UNAVAILABLE = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_AUTHENTICATION = (
+    OK,
+    FAILED,
+    USAGE,
+    UNAVAILABLE,
+    AUTHENTICATION,
+)
+EXIT_DRIFT, EXIT_PENDING = 3, 4
 
 
 def _common(*, on_subcommand: bool) -> argparse.ArgumentParser:
@@ -57,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Apply, roll back and inspect the database migrations. With no command: up.",
         epilog="results go to stdout, logs and errors to stderr (-v: each step's log too). "
         "Exit codes: 0 ok, 1 failed, 2 usage/configuration, 3 drift, 4 pending (verify), "
-        "5 database or lock unavailable",
+        "5 database or lock unavailable, 6 credentials refused",
         parents=[common],
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log each step to stderr")
@@ -159,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         pending = migrate.verify(settings)
         if pending:
             names = ", ".join(m.path.name for m in pending)
-            print(f"pending: {names}; run `python -m persistence.migrate`", file=sys.stderr)
+            print(f"pending: {names}; run `{python_m('persistence.migrate')}`", file=sys.stderr)
             return EXIT_PENDING
         print("verify: ok, every migration is applied and unchanged")
     return EXIT_OK
@@ -173,18 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("persistence").setLevel(logging.DEBUG)
     try:
         return run(args)
-    except MigrationDrift as exc:
+    except PersistenceError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_DRIFT
-    except DatabaseUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except ConfigurationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (MigrationError, PersistenceError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_DRIFT if isinstance(exc, MigrationDrift) else shared_exit_code(exc)
 
 
 if __name__ == "__main__":

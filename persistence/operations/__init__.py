@@ -8,6 +8,10 @@ execute both, one runner per I/O style (blocking and asyncio); nothing here know
 A step's failure is thrown into its generator as our error (``persistence.errors``). Only a
 step run with ``savepoint=True`` may be caught and followed by more steps: any other failure
 has aborted the transaction.
+
+``stored``, on a write that may be a retry, tells from its result that the write was found
+stored already (a duplicate key): the database then reports success only once a synchronous
+standby, if the server waits for one, has confirmed a commit after it (``CONFIRM``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ __all__ = [
     "Steps",
     "integer",
     "new_id",
+    "nothing_new",
 ]
 
 T = TypeVar("T")
@@ -50,13 +55,19 @@ def new_id(row: Any) -> int | None:
     return None if row is None else int(row[0])
 
 
+def nothing_new(new: int | None) -> bool:
+    """``stored`` of an insert decoded by ``new_id``: None, it found its row stored already."""
+    return new is None
+
+
 class Query(Generic[T]):
     """One statement with bound parameters; ``decode`` turns the fetched result into ``T``.
 
     ``binary``: results in PostgreSQL's binary format (bytea arrives as bytes, not hex text).
+    ``stored``: whether a result shows the write found stored already (see the module's doc).
     """
 
-    __slots__ = ("binary", "decode", "fetch", "params", "savepoint", "sql")
+    __slots__ = ("binary", "decode", "fetch", "params", "savepoint", "sql", "stored")
 
     def __init__(
         self,
@@ -67,6 +78,7 @@ class Query(Generic[T]):
         decode: Callable[[Any], T] = _same,
         savepoint: bool = False,
         binary: bool = False,
+        stored: Callable[[T], bool] | None = None,
     ) -> None:
         self.sql = sql
         self.params = params
@@ -74,6 +86,7 @@ class Query(Generic[T]):
         self.decode = decode
         self.savepoint = savepoint
         self.binary = binary
+        self.stored = stored
 
     def __repr__(self) -> str:
         return f"Query({self.sql!r}, {self.params!r})"
@@ -109,17 +122,24 @@ class Steps(Generic[T]):
     """A generator of steps whose return value is the result; ``atomic``: one transaction.
 
     ``source`` is the operation's input stream (an iterable, or an async iterable on the async
-    runner), read through :class:`Batch` steps so that memory stays bounded.
+    runner), read through :class:`Batch` steps so that memory stays bounded. ``stored`` as for
+    a Query.
     """
 
-    __slots__ = ("atomic", "gen", "source")
+    __slots__ = ("atomic", "gen", "source", "stored")
 
     def __init__(
-        self, gen: Generator[Step, Any, T], *, atomic: bool = True, source: Any = None
+        self,
+        gen: Generator[Step, Any, T],
+        *,
+        atomic: bool = True,
+        source: Any = None,
+        stored: Callable[[T], bool] | None = None,
     ) -> None:
         self.gen = gen
         self.atomic = atomic
         self.source = source
+        self.stored = stored
 
 
 Operation = Query[T] | Steps[T]

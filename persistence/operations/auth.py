@@ -13,6 +13,7 @@ from collections.abc import Generator
 from functools import partial
 from typing import Any
 
+from persistence.config import python_m
 from persistence.converter import auth_from_row
 from persistence.errors import ConfigurationError, ValidationError
 from persistence.models import SchwabAuth
@@ -73,8 +74,8 @@ def _opened(keyring: Keyring | None, row: Any) -> SchwabAuth | None:
     if row[6] is None and not _warned_plain:
         _warned_plain.append(True)
         logger.warning(
-            "schwab_auth holds the tokens in plain text: run `python -m persistence.tokens "
-            "encrypt` (the next save seals them too)"
+            "schwab_auth holds the tokens in plain text: run `%s` (the next save seals them too)",
+            python_m("persistence.tokens", "encrypt"),
         )
     return auth_from_row((access, row[1], refresh, row[3]))
 

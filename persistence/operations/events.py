@@ -26,7 +26,7 @@ from persistence.config import (
 from persistence.converter import event_from_row
 from persistence.errors import InvalidTransition, NotFound, ValidationError
 from persistence.models import MAX_EVENT_ERROR, QueuedEvent
-from persistence.operations import ALL, Query, Step, Steps, integer, new_id
+from persistence.operations import ALL, Query, Step, Steps, integer, new_id, nothing_new
 from persistence.operations.checks import check_id, key, page
 from persistence.queries import events as sql
 from persistence.validation import INT32_MAX, INT64_MAX, check_json_object
@@ -56,7 +56,7 @@ def enqueue(
     if type(block_number) is not int or not 0 <= block_number <= INT64_MAX:
         raise ValidationError(f"block_number={block_number!r}: must be an int >= 0")
     params.update(block_number=block_number, payload=_payload(payload))
-    return Query(sql.ENQUEUE_EVENT, params, decode=new_id)
+    return Query(sql.ENQUEUE_EVENT, params, decode=new_id, stored=nothing_new)
 
 
 def claim_next() -> Query[QueuedEvent | None]:

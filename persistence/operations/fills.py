@@ -36,13 +36,17 @@ def record(fill: Fill) -> Query[RecordedFill]:
             f"id={fill.id!r}: the database assigns a fill's id; record a Fill without one"
         )
     # one statement, the database function record_fill: its own transaction outside a block
-    return Query(sql.RECORD_FILL, fill_params(fill), decode=_recorded)
+    return Query(sql.RECORD_FILL, fill_params(fill), decode=_recorded, stored=_repeated)
 
 
 def _recorded(row: Any) -> RecordedFill:
     # the fill's id, already_stored, then the execution's columns (NULLs for none)
     execution = None if row[2] is None else execution_from_row(row[2:])
     return RecordedFill(row[0], execution, already_stored=row[1])
+
+
+def _repeated(recorded: RecordedFill) -> bool:
+    return recorded.already_stored
 
 
 def _fill(row: Any) -> Fill | None:

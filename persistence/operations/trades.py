@@ -23,6 +23,7 @@ from persistence.operations import (
     Steps,
     integer,
     new_id,
+    nothing_new,
 )
 from persistence.operations.checks import aware, key, page
 from persistence.queries import trades as sql
@@ -51,7 +52,7 @@ def insert(trade: Trade) -> Query[int | None]:
     if not isinstance(trade, Trade):
         raise ValidationError(f"insert takes a Trade, not {type(trade).__name__}")
     statement = sql.INSERT_TRADE if trade.id is None else sql.INSERT_TRADE_WITH_ID
-    return Query(statement, trade_params(trade), decode=new_id)
+    return Query(statement, trade_params(trade), decode=new_id, stored=nothing_new)
 
 
 def insert_many(trades: Iterable[Trade], *, batch_size: int = 50_000) -> Steps[int]:
@@ -62,13 +63,19 @@ def insert_many(trades: Iterable[Trade], *, batch_size: int = 50_000) -> Steps[i
     """
     if type(batch_size) is not int or batch_size < 1:
         raise ValidationError(f"batch_size={batch_size!r}: must be an int of at least 1")
-    return Steps(_insert_many(batch_size), source=trades)
+    given = [0]  # trades read so far: fewer new than read, some were stored already
+    return Steps(
+        _insert_many(batch_size, given),
+        source=trades,
+        stored=lambda inserted: inserted < given[0],
+    )
 
 
-def _insert_many(batch_size: int) -> Generator[Step, Any, int]:
+def _insert_many(batch_size: int, given: builtins.list[int]) -> Generator[Step, Any, int]:
     inserted = 0
     explicit_ids = False
     while batch := (yield Batch(batch_size)):
+        given[0] += len(batch)
         for position, trade in enumerate(batch):
             if not isinstance(trade, Trade):
                 raise ValidationError(

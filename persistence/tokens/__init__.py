@@ -21,14 +21,14 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from persistence.config import ENV_VARS, Settings
+from persistence.config import ENV_VARS, Settings, python_m
 from persistence.errors import ConfigurationError, TokenDecryptionFailed, ValidationError
 
 __all__ = ["Keyring", "development_keyring", "keyring_for", "new_key", "parse_keyring"]
@@ -40,23 +40,42 @@ NONCE_BYTES = 12  # 96 bits, GCM's native nonce size
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 KEYS_VAR = ENV_VARS["token_keys"]
 KEYS_FILE_VAR = ENV_VARS["token_keys_file"]
+DEVELOPMENT_KEY_ID = "dev"
 
 
 class Keyring:
     """Token keys by id; ``current`` seals, any of them opens. ``repr`` shows ids only."""
 
-    __slots__ = ("_ciphers", "current")
+    __slots__ = ("_loaded", "_make", "current")
 
     def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
-        self._ciphers = {key_id: AESGCM(key) for key_id, key in keys}
+        self._loaded: dict[str, AESGCM] | None = {key_id: AESGCM(key) for key_id, key in keys}
+        self._make: Callable[[], Keyring] | None = None
         self.current = keys[0][0]
+
+    @classmethod
+    def deferred(cls, current: str, make: Callable[[], Keyring]) -> Keyring:
+        """A keyring whose keys ``make`` gives when they are first needed (the development key:
+        its file is written, and that logged, only if tokens are ever sealed or opened)."""
+        ring = cls.__new__(cls)
+        ring._loaded, ring._make, ring.current = None, make, current
+        return ring
+
+    @property
+    def _ciphers(self) -> dict[str, AESGCM]:
+        if self._loaded is None:
+            assert self._make is not None
+            made = self._make()
+            self._loaded, self.current = made._ciphers, made.current
+        return self._loaded
 
     @property
     def ids(self) -> tuple[str, ...]:
         return tuple(self._ciphers)
 
     def __repr__(self) -> str:
-        return f"Keyring(current={self.current!r}, ids={list(self._ciphers)!r})"
+        ids = "not made yet" if self._loaded is None else list(self._loaded)
+        return f"Keyring(current={self.current!r}, ids={ids!r})"
 
     def seal(self, plaintext: str, context: bytes) -> tuple[str, bytes]:
         """(key id, nonce || ciphertext || tag) of ``plaintext`` under the current key."""
@@ -119,7 +138,7 @@ def parse_keyring(text: str, source: str = KEYS_VAR) -> Keyring:
         if len(key) != KEY_BYTES:
             raise ConfigurationError(
                 f"the key {key_id!r} in {source} is {len(key)} bytes; AES-256 needs "
-                f"{KEY_BYTES}: make one with `python -m persistence.tokens new-key`"
+                f"{KEY_BYTES}: make one with `{python_m('persistence.tokens', 'new-key')}`"
             )
         if any(key_id == known for known, _ in keys):
             raise ConfigurationError(f"the key id {key_id!r} appears twice in {source}")
@@ -136,8 +155,15 @@ def new_key(key_id: str | None = None) -> str:
 
 
 def development_keyring(embedded_dir: Path) -> Keyring:
-    """The embedded server's development key, generated once beside its data (mode 0600)."""
+    """The embedded server's development key, generated once beside its data (mode 0600) when
+    tokens are first sealed or opened: a bot that never stores tokens never gets one."""
     path = embedded_dir.with_name(embedded_dir.name + ".token-keys")
+    if path.exists():
+        return _read_keys_file(path, f"the development key file {path}")
+    return Keyring.deferred(DEVELOPMENT_KEY_ID, lambda: _made_development_keyring(path))
+
+
+def _made_development_keyring(path: Path) -> Keyring:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -150,7 +176,7 @@ def development_keyring(embedded_dir: Path) -> Keyring:
         ) from None
     else:
         with os.fdopen(descriptor, "w") as file:
-            file.write(new_key("dev") + "\n")
+            file.write(new_key(DEVELOPMENT_KEY_ID) + "\n")
         logger.warning(
             "generated a development key for the Schwab tokens in %s (embedded server only; "
             "never used with DATABASE_URL, where %s must be set)",
@@ -191,5 +217,5 @@ def keyring_for(settings: Settings) -> Keyring | None:
 
 NO_KEY = (
     f"no key to seal the Schwab tokens with: set {KEYS_VAR} (or {KEYS_FILE_VAR}); "
-    "`python -m persistence.tokens new-key` makes one (docs/production.md)"
+    f"`{python_m('persistence.tokens', 'new-key')}` makes one (docs/production.md)"
 )

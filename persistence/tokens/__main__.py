@@ -1,8 +1,9 @@
 """``python -m persistence.tokens status|encrypt|rotate|decrypt|new-key``: the sealed tokens.
 
-Results go to stdout, logs to stderr. Exit codes: 0 done, 1 a token did not decrypt or the
-database refused, 2 bad usage or configuration (a missing or malformed key), 5 the database is
-unavailable.
+Results go to stdout, logs to stderr. Exit codes: 0 done, 1 a token did not decrypt (``status``
+too: a stored token the configured keys cannot open) or the database refused, 2 bad usage or
+configuration (a missing or malformed key), 5 the database is unavailable, 6 the server refused
+the credentials.
 """
 
 from __future__ import annotations
@@ -11,10 +12,20 @@ import argparse
 import logging
 import sys
 
-from persistence._cli import configure_logging, failed
+from persistence._cli import (
+    AUTHENTICATION,
+    FAILED,
+    OK,
+    UNAVAILABLE,
+    USAGE,
+    configure_logging,
+    failed,
+)
 from persistence.database import Database
-from persistence.errors import PersistenceError
+from persistence.errors import ConfigurationError, PersistenceError, TokenDecryptionFailed
 from persistence.tokens import KEYS_VAR, new_key
+
+EXIT_CODES = (OK, FAILED, USAGE, UNAVAILABLE, AUTHENTICATION)
 
 COMMANDS = {
     "status": "how many rows are sealed under which key id, and how many are plain",
@@ -40,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m persistence.tokens",
         description="The Schwab tokens, sealed at rest with AES-256-GCM. Results go to stdout, "
         "logs to stderr.",
-        epilog="exit codes: 0 done, 1 decryption or database error, 2 usage or configuration, "
-        "5 database unavailable",
+        epilog="exit codes: 0 done, 1 decryption or database error (status: a stored token the "
+        "keys cannot open), 2 usage or configuration, 5 database unavailable, 6 credentials "
+        "refused",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in COMMANDS.items():
@@ -56,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "new-key":
             print(new_key(args.id))
-            return 0
+            return OK
         with Database.connect(args.database_url, min_size=1, max_size=1) as db:
             if args.command == "status":
                 counts = db.schwab_auth.status()
@@ -67,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
                     + (repr(ring.current) if ring else "none configured")
                     + (f" (ring: {', '.join(ring.ids)})" if ring else "")
                 )
+                sealed = any(key != "plain" for key in counts)
+                if sealed:
+                    try:
+                        db.schwab_auth.load()  # opens the stored tokens, or says why not
+                    except (TokenDecryptionFailed, ConfigurationError) as exc:
+                        print(
+                            f"warning: the stored tokens cannot be opened: {exc}", file=sys.stderr
+                        )
+                        return FAILED
             elif args.command == "encrypt":
                 print(f"sealed under the current key: {_counts(db.schwab_auth.encrypt())}")
             elif args.command == "rotate":
@@ -78,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"stored in plain text: {_counts(done)}")
     except PersistenceError as exc:
         return failed(exc)
-    return 0
+    return OK
 
 
 if __name__ == "__main__":

@@ -1,0 +1,136 @@
+"""The bot's JSON (layout 3) as jsonb holds it: what jsonb cannot hold is named, never altered.
+
+:func:`check_json` parses a payload or metadata text the way jsonb would store it and returns
+why jsonb cannot hold it unchanged (``None`` when it can), plus the numbers jsonb spells
+differently (same value). :func:`canonical` parses a text into a structure two sides can be
+compared with: objects as dicts (jsonb keeps no key order), numbers as their exact decimal in the
+spelling jsonb gives them back, so the verification compares values and their scale.
+
+The rules:
+
+- text that is not JSON (or has ``NaN``/``Infinity``, which Python accepts): refused;
+- a ``\\u0000`` in any string or key (jsonb refuses it), a lone surrogate escape (``\\ud800``;
+  jsonb refuses it, and it is not Unicode): refused;
+- a key twice in one object (jsonb keeps the last, silently): refused;
+- a number beyond numeric's range (more than 131072 digits before the point, or 16383 after):
+  refused;
+- a number jsonb spells differently, with the same value: ``1.0e2`` is stored as ``100``,
+  ``-0`` as ``0``: imported, and noted (the value, and so any reader's, is the same). Integers
+  of any size and decimals with trailing zeros (``1.50``) are stored as they are written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["Number", "canonical", "check_json"]
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_MAX_BEFORE, _MAX_AFTER = 131_072, 16_383
+
+
+class Number(str):
+    """A JSON number in jsonb's spelling: a str, so that 1 and 1.0 differ, as jsonb keeps them."""
+
+    __slots__ = ()
+
+
+class _Refused(Exception):
+    pass
+
+
+def _number(text: str) -> Number:
+    value = Decimal(text)
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # JSON has no NaN or Infinity numbers
+    if value.adjusted() >= _MAX_BEFORE or -exponent > _MAX_AFTER:
+        raise _Refused(f"has the number {text[:40]}, beyond what jsonb's numeric holds")
+    if value.is_zero():
+        value = abs(value)  # numeric has no negative zero
+    return Number(format(value, "f"))
+
+
+def _constant(text: str) -> Any:
+    raise _Refused(f"has {text}, which is not JSON")
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise _Refused(f"has the key {twice[:40]!r} twice in one object (jsonb keeps the last)")
+    return obj
+
+
+def _parse(text: str) -> Any:
+    return json.loads(
+        text,
+        parse_float=_number,
+        parse_int=_number,
+        parse_constant=_constant,
+        object_pairs_hook=_object,
+    )
+
+
+def _strings(value: Any) -> Any:
+    if isinstance(value, Number):
+        return
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield key
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+_SPELLED = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
+
+
+def check_json(text: Any) -> tuple[str | None, list[tuple[str, str]]]:
+    """Why jsonb cannot hold ``text`` as it is (None if it can), and each number jsonb would
+    spell differently, as (written, stored)."""
+    if not isinstance(text, str):
+        return f"is {type(text).__name__}, not JSON text", []
+    try:
+        value = _parse(text)
+    except _Refused as refused:
+        return str(refused), []
+    except (ValueError, RecursionError) as error:
+        return f"is not JSON ({str(error)[:80]})", []
+    if not isinstance(value, dict):
+        return "is not a JSON object", []
+    if "\\u" in text:  # escapes are the only way a NUL or a lone surrogate gets into valid JSON
+        for string in _strings(value):
+            if "\x00" in string:
+                return "has \\u0000 in a string, which jsonb cannot hold", []
+            if _SURROGATE.search(string):
+                return "has a lone surrogate escape (\\ud800-\\udfff), not Unicode", []
+    respelled: list[tuple[str, str]] = []
+    if "e" in text or "E" in text or "-0" in text:
+        # only an exponent or a negative zero is spelled differently: find them in the numbers
+        for written in _numbers(text):
+            stored = _number(written)
+            if stored != written:
+                respelled.append((written, str(stored)))
+    return None, respelled
+
+
+def _numbers(text: str) -> list[str]:
+    """The numbers written in ``text`` outside its strings."""
+    found: list[str] = []
+    outside = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+    for match in _SPELLED.finditer(outside):
+        found.append(match.group())
+    return found
+
+
+def canonical(text: str) -> Any:
+    """``text`` parsed for comparison: dicts, lists, str, :class:`Number`, bools and None."""
+    return _parse(text)
