@@ -26,7 +26,7 @@ import psycopg
 from psycopg.errors import _WaitTimeout
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from persistence.errors import DatabaseUnavailable
+from persistence.errors import CommitNotReplicated, DatabaseUnavailable
 
 __all__ = [
     "AsyncDeadlineConnection",
@@ -80,6 +80,15 @@ CONFIRM = (
     "AND current_setting('synchronous_commit') NOT IN ('off', 'local') "
     "THEN pg_logical_emit_message(true, 'persistence', 'confirm') END"
 )
+
+
+def not_replicated(target: str, warning: str) -> CommitNotReplicated:
+    """Our error for a commit the server (``target``) acknowledged only locally."""
+    return CommitNotReplicated(
+        f"the write committed on {target}, but no synchronous standby confirmed it "
+        f"(the server: {warning}): it may not survive a failover. Retrying it is safe: a "
+        "retry reports success only once a standby has confirmed it"
+    )
 
 
 class SyncRep:

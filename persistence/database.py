@@ -8,10 +8,9 @@ instead of waiting for a pooled connection; the first one after it is back succe
 
 psycopg's errors become ours at two points: where a connection is borrowed (``_getconn``), and
 ``_failed`` for everything that runs on a borrowed one (an operation, a transaction block, a
-savepoint), which also notes a server that went away.
-A commit the server acknowledged only locally (``connection.SyncRep``) raises
-``CommitNotReplicated`` after the operation or the block's commit (``_settle``), and a write
-that found itself stored already waits for the standby first (``CONFIRM``).
+savepoint), which also notes a server that went away. A commit acknowledged only locally
+(``connection.SyncRep``) raises CommitNotReplicated after the operation or the block's commit
+(``_settle``); a write that found itself stored already waits for the standby first.
 """
 
 from __future__ import annotations
@@ -38,17 +37,16 @@ from persistence.connect import (
     whole_seconds,
 )
 from persistence.connection import (
-    CONFIRM as CONFIRM_SQL,
-)
-from persistence.connection import (
+    CONFIRM,
     AsyncDeadlineConnection,
     DeadlineConnection,
     ServerDown,
     async_pool_check,
+    not_replicated,
     pool_check,
     watch_replication,
 )
-from persistence.errors import CommitNotReplicated, DatabaseUnavailable, PersistenceError
+from persistence.errors import DatabaseUnavailable, PersistenceError
 from persistence.event_store import drivers
 from persistence.health import HealthReport, async_health_check, health_check
 from persistence.operations import NONE, Operation, Query
@@ -70,7 +68,6 @@ RECONNECT_TIMEOUT = 5.0
 # Connections lent to user code (transaction blocks) may have changed session settings.
 RESET = "RESET ALL"
 PING: Query[None] = Query("SELECT 1", fetch=NONE)
-CONFIRM: Query[None] = Query(CONFIRM_SQL, fetch=NONE)  # why: at connection.CONFIRM
 # What borrowing a connection may raise: ServerDown comes from the pool's check.
 ACQUIRE_ERRORS = (psycopg.Error, PoolTimeout, TooManyRequests, ServerDown)
 
@@ -162,13 +159,6 @@ class _Pooled(Repositories[M], Generic[P, M]):
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and conn.broken:
             self._server_down = True
         return translate(exc)
-
-    def _not_replicated(self, warning: str) -> CommitNotReplicated:
-        return CommitNotReplicated(
-            f"the write committed on {self.target}, but no synchronous standby confirmed it "
-            f"(the server: {warning}): it may not survive a failover. Retrying it is safe: a "
-            "retry reports success only once a standby has confirmed it"
-        )
 
     def _wait(self, timeout: float | None) -> float:
         return self.settings.acquire_timeout if timeout is None else timeout
@@ -298,9 +288,9 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
         itself stored (``CONFIRM``), then raise CommitNotReplicated if the server said a commit
         was not replicated."""
         if conn.sync_rep.must_confirm():
-            self._run_on(conn, CONFIRM)
+            self._run_on(conn, Query(CONFIRM, fetch=NONE))
         if (warning := conn.sync_rep.take()) is not None:
-            raise self._not_replicated(warning)
+            raise not_replicated(self.target, warning)
 
     def ping(self) -> float:
         """One round trip to the server; returns its duration in seconds."""
@@ -432,9 +422,9 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
     async def _settle(self, conn: AsyncDeadlineConnection) -> None:
         """``Database._settle`` for asyncio."""
         if conn.sync_rep.must_confirm():
-            await self._run_on(conn, CONFIRM)
+            await self._run_on(conn, Query(CONFIRM, fetch=NONE))
         if (warning := conn.sync_rep.take()) is not None:
-            raise self._not_replicated(warning)
+            raise not_replicated(self.target, warning)
 
     async def ping(self) -> float:
         """One round trip to the server; returns its duration in seconds."""
