@@ -29,6 +29,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 import persistence
+from persistence.import_sqlite.sample3 import SCHEMA as SAMPLE_SCHEMA
 
 AGGREGATE_TYPE = "Position"
 EVENT_TYPE = "PositionFillApplied"
@@ -220,20 +221,8 @@ class EventsourcingStore:
 
 # --- SQLite, the bot's sqlite-es scheme ------------------------------------------------------
 
-SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    aggregate_type TEXT NOT NULL,
-    aggregate_id TEXT NOT NULL,
-    sequence BIGINT NOT NULL,
-    event_type TEXT NOT NULL,
-    event_version TEXT NOT NULL,
-    payload JSON NOT NULL,
-    metadata JSON NOT NULL,
-    PRIMARY KEY (aggregate_type, aggregate_id, sequence)
-);
-CREATE INDEX IF NOT EXISTS idx_events_type ON events (aggregate_type);
-CREATE INDEX IF NOT EXISTS idx_events_aggregate ON events (aggregate_id);
-"""
+# the bot's layout-3 file, as the import's sample writes it: one definition of its schema
+SQLITE_SCHEMA = SAMPLE_SCHEMA
 _SQLITE_ROW = "(" + ", ".join(["?"] * len(EVENT_COLUMNS)) + ")"
 SQLITE_READ = (
     f"SELECT rowid, {', '.join(EVENT_COLUMNS)} FROM events WHERE rowid > ? ORDER BY rowid LIMIT ?"
