@@ -29,6 +29,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 import persistence
+from persistence.import_sqlite.layout3 import EVENT_COLUMNS  # the bot's event columns
 from persistence.import_sqlite.sample3 import SCHEMA as SAMPLE_SCHEMA
 
 AGGREGATE_TYPE = "Position"
@@ -65,15 +66,6 @@ METADATA_JSON = json.dumps(METADATA)
 # --- raw psycopg ------------------------------------------------------------------------------
 
 RAW_TABLE = "bench_raw_events"
-EVENT_COLUMNS = (
-    "aggregate_type",
-    "aggregate_id",
-    "sequence",
-    "event_type",
-    "event_version",
-    "payload",
-    "metadata",
-)
 READ_COLUMNS = (*EVENT_COLUMNS, "position", "recorded_at")
 # The event store's ``events`` (migration 0007: the same columns, keys and indexes) but for
 # its CHECK constraints, with an identity position: what a hand-written store would insert.
