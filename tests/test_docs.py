@@ -21,7 +21,7 @@ from unittest import mock
 import pytest
 
 from persistence import Database
-from tests.support import command_of, environment_without, run_as_written, shell_blocks
+from tests.support import LOCAL, command_of, environment_without, run_as_written, shell_blocks
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -308,10 +308,6 @@ def test_the_quick_start_runs_as_written_in_a_copy_of_the_checkout() -> None:
         shutil.rmtree(copy, ignore_errors=True)
 
 
-# what a checkout holds that a fresh clone does not
-LOCAL = (".git", ".venv", ".postgres-data", ".benchmarks", "*cache*", "__pycache__", "*.egg-info")
-
-
 # Every shell block of the README and the docs, by page and first command, with what runs it: a
 # test here, CI's script (".ci/run: " and the command as it appears there), or why it cannot run
 # on this machine. A block missing here fails the test below until it says what runs it.
@@ -344,6 +340,14 @@ BLOCKS_RUN_BY: dict[tuple[str, str], tuple[str, ...]] = {
         "test_docs.py::test_every_documented_command_is_real",
         "test_import_sqlite.py::test_skip_invalid_imports_the_valid_rows_and_the_cli_reports",
         "test_import_sqlite.py::test_dry_run_writes_nothing_not_even_the_schema",
+    ),
+    ("architecture.md", '.venv/bin/python -m persistence.migrate new "add schwab commission"'): (
+        "test_recipe.py::test_the_add_a_column_recipe_runs_as_written",
+        "test_recipe.py::test_the_recipe_names_the_next_migration_and_its_diffs_apply_to_todays_files",
+    ),
+    ("architecture.md", ".venv/bin/python -m persistence.migrate"): (
+        "test_recipe.py::test_the_add_a_column_recipe_runs_as_written",
+        "test_docs.py::test_every_documented_command_is_real",
     ),
     ("migrations.md", ".venv/bin/python -m persistence.migrate"): (
         "test_docs.py::test_every_documented_command_is_real",
