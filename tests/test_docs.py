@@ -43,7 +43,7 @@ def sql_blocks(page: Path) -> list[str]:
     return re.findall(r"```sql\n(.*?)```", page.read_text(), flags=re.S)
 
 
-@pytest.mark.parametrize("page", ["production.md", "troubleshooting.md"])
+@pytest.mark.parametrize("page", ["operations.md", "production.md", "troubleshooting.md"])
 def test_sql_in_the_docs_runs(db: Database, page: str) -> None:
     blocks = sql_blocks(DOCS / page)
     assert blocks
@@ -434,3 +434,68 @@ def test_every_shell_block_is_run_or_says_why() -> None:
                 module, test = runner.split("::")
                 source = (DOCS.parent / "tests" / module).read_text()
                 assert f"\ndef {test}(" in source, (block, runner)
+
+
+# Every other fenced block, by page and language, with the tests that run every block of that
+# language on the page, or why none is run ("not run: "). A fence with no language fails until
+# it says what it is (```text for output, listings and diagrams).
+TEXT = "not run: output, messages, listings, diagrams and formulas, for reading"
+FENCES_RUN_BY: dict[tuple[str, str], tuple[str, ...]] = {
+    ("README.md", "python"): (
+        "test_docs_examples.py::test_the_readme_examples_run_and_each_completes_its_own_trade",
+    ),
+    ("README.md", "text"): (TEXT,),
+    ("architecture.md", "text"): (TEXT,),
+    **{
+        ("architecture.md", language): (
+            "test_recipe.py::test_the_add_a_column_recipe_runs_as_written",
+            "test_recipe.py::test_the_recipe_names_the_next_migration_and_its_diffs_apply_to_todays_files",
+        )
+        for language in ("sql", "diff", "python")
+    },
+    ("configuration.md", "text"): (TEXT,),
+    ("event-store.md", "python"): ("test_event_store_docs.py::test_the_event_store_examples_run",),
+    ("event-store.md", "sql"): ("test_event_store_docs.py::test_the_event_store_sql_runs",),
+    ("migrating-from-sqlite.md", "text"): (TEXT,),
+    ("migrations.md", "text"): (TEXT,),
+    ("operations.md", "python"): ("test_docs_examples.py::test_the_operations_examples_run",),
+    ("operations.md", "sql"): ("test_docs.py::test_sql_in_the_docs_runs",),
+    ("performance.md", "text"): (TEXT,),
+    ("production.md", "ini"): (
+        "test_production.py::test_the_pgbouncer_block_runs_with_this_servers_addresses",
+    ),
+    ("production.md", "sql"): ("test_docs.py::test_sql_in_the_docs_runs",),
+    # the failover section's postgresql.conf lines (being rewritten elsewhere): to be ```text
+    ("production.md", ""): (TEXT,),
+    ("troubleshooting.md", "python"): (
+        "test_docs_examples.py::test_the_troubleshooting_reporter_logs_an_exhausted_pool",
+    ),
+    ("troubleshooting.md", "sql"): ("test_docs.py::test_sql_in_the_docs_runs",),
+    ("troubleshooting.md", "text"): (TEXT,),
+    ("usage.md", "python"): ("test_docs.py::test_usage_examples_run",),
+}
+SHELL = ("sh", "bash", "console")  # each block in BLOCKS_RUN_BY
+# a fenced block, indented as a list item's may be: (indent, language)
+FENCE = re.compile(r"^( *)```(\w*)\n.*?^\1```", flags=re.S | re.M)
+
+
+def test_every_other_fence_is_run_or_says_why() -> None:
+    found = {
+        (page.name, language)
+        for page in PAGES
+        for _, language in FENCE.findall(page.read_text())
+        if language not in SHELL
+    }
+    assert found == set(FENCES_RUN_BY), (
+        f"not listed: {sorted(found - set(FENCES_RUN_BY))}; "
+        f"no longer in the docs: {sorted(set(FENCES_RUN_BY) - found)}"
+    )
+    for page in PAGES:  # every fence is seen whole: as many openings as closings
+        text = page.read_text()
+        assert len(re.findall(r"^ *```", text, flags=re.M)) == 2 * len(FENCE.findall(text)), page
+    for runners in FENCES_RUN_BY.values():
+        for runner in runners:
+            if not runner.startswith("not run: "):
+                module, test = runner.split("::")
+                source = (DOCS.parent / "tests" / module).read_text()
+                assert f"\ndef {test}(" in source, runner
