@@ -52,6 +52,7 @@ HORIZON_MODULES = frozenset(
         "test_import_checks.py",
         "test_import_damaged.py",
         "test_import_events.py",
+        "test_import_read_models.py",
         "test_import_sqlite.py",
     }
 )

@@ -50,7 +50,7 @@ def test_the_sample_imports_with_rowids_as_positions(
     assert problems == []
     assert result.verified["_sqlx_migrations"].startswith("not carried")
     assert result.layout == "event store"
-    assert result.tables["events"] == (7, 0, 7)
+    assert result.tables["events"] == (7, 0, 7)  # its read models: test_import_read_models.py
     assert result.tables["snapshots"] == (2, 0, 2)
     with sqlite3.connect(path) as conn:
         want = conn.execute(
@@ -71,20 +71,6 @@ def test_the_sample_imports_with_rowids_as_positions(
             """'[["Deposited", "1", {"usdc": "1.000000"}, {}]]')"""
         ).fetchone()
         assert appended is not None and appended[0] > want[-1][0] and appended[1] == 5
-
-
-def test_a_file_with_tables_not_carried_yet_is_refused_with_nothing_written(
-    tmp_path: Path, empty_database_url: str
-) -> None:
-    path = tmp_path / "bot.db"
-    make_sample(path)
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE position_view (view_id TEXT PRIMARY KEY, payload JSON)")
-        conn.execute("CREATE TABLE skipped_fills (tx_hash TEXT, log_index INTEGER)")
-    with pytest.raises(ImportFailed, match="also holds position_view, skipped_fills") as refused:
-        run(path, empty_database_url)
-    assert "nothing was imported" in str(refused.value)
-    assert events(empty_database_url) == []
 
 
 def test_the_cli_names_the_third_layout(tmp_path: Path, empty_database_url: str) -> None:

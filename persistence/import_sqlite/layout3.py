@@ -29,6 +29,13 @@ from persistence.import_sqlite._source import open_read_only
 from persistence.import_sqlite._target import copy_rows
 from persistence.import_sqlite.convert import Invalid, to_datetime
 from persistence.import_sqlite.layout3_json import canonical, check_json
+from persistence.import_sqlite.layout3_tables import (
+    Tables,
+    check_tables,
+    read_other,
+    write_tables,
+)
+from persistence.import_sqlite.layout3_verify import verify_tables
 
 __all__ = ["EVENT_COLUMNS", "LAYOUT", "SNAPSHOT_COLUMNS"]
 
@@ -75,6 +82,7 @@ class EventStore:
     max_rowid: int = 0
     left_out: set[tuple[str, str]] = attrs.field(factory=set)
     sqlx_history: bool = False
+    other: Tables = attrs.field(factory=Tables)  # every other table (layout3_tables)
 
 
 def detect(path: Path, source: sqlite3.Connection, tables: set[str]) -> bool:
@@ -171,6 +179,12 @@ def read(run: Run) -> EventStore:
         except Invalid as error:
             _bad(run, data, "snapshots", row, "timestamp", error.reason)
     _gaps(run, data)
+    tables = {
+        str(row[0]) for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    data.sqlx_history = _NOT_OURS in tables
+    others = sorted(t for t in tables - _CARRIED - {_NOT_OURS} if not t.startswith("sqlite_"))
+    data.other = read_other(run, others, data.left_out)
     return data
 
 
@@ -206,26 +220,15 @@ def _gaps(run: Run, data: EventStore) -> None:
         _bad(run, data, "events", row, "sequence", why)
 
 
-# what the import of this layout carries today; sqlx's own history is the bot's, never ours
+# sqlx's own history is the bot's, never ours
 _CARRIED = {"events", "snapshots"}
 _NOT_OURS = "_sqlx_migrations"
 
 
 def check(run: Run, data: EventStore) -> None:
-    """Refuse a file with tables this import does not carry yet (their rows would be lost
-    without a word), rowids the event store's positions could reach, and positions taken."""
-    tables = {
-        str(row[0])
-        for row in run.source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-    }
-    others = sorted(t for t in tables - _CARRIED - {_NOT_OURS} if not t.startswith("sqlite_"))
-    if others:
-        raise ImportFailed(
-            f"{run.path} also holds {', '.join(others)}: the import of the third layout carries "
-            "the events and snapshots only so far, and importing without those tables would "
-            "lose their rows; nothing was imported"
-        )
-    data.sqlx_history = _NOT_OURS in tables
+    """Refuse rowids the event store's positions could reach, positions taken, and names of the
+    other tables (``layout3_tables``) PostgreSQL already holds."""
+    check_tables(run, data.other)
     limit = run.target.execute("SELECT pg_current_xact_id()::text::bigint << 20").fetchone()
     assert limit is not None
     if data.max_rowid >= limit[0]:
@@ -287,6 +290,7 @@ def write(run: Run, data: EventStore) -> None:
             )
 
     copy_rows(run.target, _COPY_SNAPSHOTS, snapshots())
+    write_tables(run, data.other)
 
 
 _STORED_EVENTS = (
@@ -344,14 +348,19 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
             "inserted; nothing was imported"
         )
     snapshots = _verify_snapshots(run, data)
-    return {
-        "events": f"{compared} events compared with the file, re-read: position = rowid, every "
-        "column, JSON by value and number spelling",
-        "snapshots": f"{snapshots} snapshots compared with the file, re-read",
-    } | (
-        {_NOT_OURS: "not carried: the bot's own migration history (sqlx), not its data"}
-        if data.sqlx_history
-        else {}
+    others = verify_tables(run, data.other)
+    return (
+        {
+            "events": f"{compared} events compared with the file, re-read: position = rowid, every "
+            "column, JSON by value and number spelling",
+            "snapshots": f"{snapshots} snapshots compared with the file, re-read",
+        }
+        | others
+        | (
+            {_NOT_OURS: "not carried: the bot's own migration history (sqlx), not its data"}
+            if data.sqlx_history
+            else {}
+        )
     )
 
 
@@ -390,7 +399,11 @@ def counts(data: EventStore) -> dict[str, Any]:
         "trades_valid": 0,
         "trades_inserted": 0,
         "trades_already_present": 0,
-        "tables": {t: (data.read[t], data.invalid[t], data.inserted[t]) for t in data.read},
+        "tables": {t: (data.read[t], data.invalid[t], data.inserted[t]) for t in data.read}
+        | {
+            t: (data.other.read[t], data.other.invalid[t], data.other.inserted.get(t, 0))
+            for t in data.other.read
+        },
     }
 
 

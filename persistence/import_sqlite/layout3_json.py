@@ -93,9 +93,9 @@ def _strings(value: Any) -> Any:
 _SPELLED = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
 
 
-def check_json(text: Any) -> tuple[str | None, list[tuple[str, str]]]:
+def check_json(text: Any, *, objects_only: bool = True) -> tuple[str | None, list[tuple[str, str]]]:
     """Why jsonb cannot hold ``text`` as it is (None if it can), and each number jsonb would
-    spell differently, as (written, stored)."""
+    spell differently, as (written, stored). Events and snapshots hold objects only."""
     if not isinstance(text, str):
         return f"is {type(text).__name__}, not JSON text", []
     try:
@@ -104,7 +104,7 @@ def check_json(text: Any) -> tuple[str | None, list[tuple[str, str]]]:
         return str(refused), []
     except (ValueError, RecursionError) as error:
         return f"is not JSON ({str(error)[:80]})", []
-    if not isinstance(value, dict):
+    if objects_only and not isinstance(value, dict):
         return "is not a JSON object", []
     if "\\u" in text:  # escapes are the only way a NUL or a lone surrogate gets into valid JSON
         for string in _strings(value):
