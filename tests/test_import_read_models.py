@@ -3,7 +3,11 @@ checkpoint, operational tables and telemetry, and a table the importer has never
 
 from __future__ import annotations
 
+import io
+import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +16,10 @@ import pytest
 
 from persistence import Database, NewEvent
 from persistence.import_sqlite import ImportFailed, layout3_tables
+from persistence.import_sqlite._report import Progress
 from persistence.import_sqlite.sample3 import READ_MODELS, SCHEMA, add_event, make_sample
 from tests.event_store_support import read_everything
+from tests.support import environment_without
 from tests.test_import_events import run
 
 
@@ -281,3 +287,53 @@ def test_the_ledger_checkpoint_keeps_meaning_the_same_event(
         while db.event_store.project("pnl_ledger", handler, version=2):
             pass
     assert handled[: len(after)] == [r[0] for r in after] and len(handled) == len(after) + 1
+
+
+def cli(path: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "persistence.import_sqlite",
+            str(path),
+            "--database-url",
+            url,
+            "--report",
+            str(path.with_suffix(".jsonl")),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        env=environment_without("DATABASE_URL"),
+        timeout=300,
+    )
+
+
+def test_progress_is_a_line_per_phase_off_a_terminal_and_quiet_silences_it(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    path = tmp_path / "bot.db"
+    make_sample(path)
+    done = cli(path, empty_database_url, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    phases = [line.split(": ")[0:2] for line in done.stderr.splitlines()]
+    assert ["events", "checked"] in phases and ["events", "written"] in phases
+    assert ["events", "verified"] in phases and ["position_view", "verified"] in phases
+    assert re.search(r"^events: written: 7 rows in [\d.]+ s \([\d,]+ rows/s\)$", done.stderr, re.M)
+    quiet = cli(path, empty_database_url, "--dry-run", "--quiet")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_on_a_terminal_is_redrawn_with_rows_rate_and_phase() -> None:
+    stream = Terminal()
+    bar = Progress(4, stream, "events: checked")
+    bar.update(2, final=False)
+    bar.update(4, final=True)
+    shown = stream.getvalue()
+    assert shown.startswith("\r") and shown.endswith("\n") and shown.count("\r") == 2
+    assert "events: checked: [" in shown and "4/4 rows" in shown and "rows/s" in shown

@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON lines, one per invalid row or noted change (default: import-report.jsonl)",
     )
     parser.add_argument("--skip-invalid", action="store_true", help="import the valid rows only")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (default: redrawn on a terminal, else a line per phase)",
+    )
     args = parser.parse_args(argv)
     if not args.path.is_file():
         parser.error(f"{args.path} is not a file: give the path of the bot's SQLite database")
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 skip_invalid=args.skip_invalid,
                 on_problem=on_problem,
-                progress=progress_stream(),
+                progress=progress_stream(quiet=args.quiet),
             )
         except PersistenceError as exc:
             _summarise(tally, first, args.report)

@@ -154,7 +154,7 @@ def read(run: Run) -> EventStore:
     data = EventStore()
     source = run.source
     total = source.execute("SELECT count(*) FROM events").fetchone()[0]
-    bar = Progress(total, run.progress)
+    bar = Progress(total, run.progress, "events: checked")
     done = 0
     rows = source.execute(_EVENTS)
     while batch := rows.fetchmany(run.batch_size):
@@ -259,7 +259,7 @@ def _kept(data: EventStore, rows: Any) -> Iterator[sqlite3.Row]:
 
 def write(run: Run, data: EventStore) -> None:
     """COPY the events and snapshots of every aggregate not left out."""
-    bar = Progress(data.read["events"], run.progress)
+    bar = Progress(data.read["events"], run.progress, "events: written")
     inserted = 0
 
     def events() -> Iterator[tuple[Any, ...]]:
@@ -315,6 +315,7 @@ def _mismatch(what: str, key: Any, column: str) -> ImportFailed:
 def verify(run: Run, data: EventStore) -> dict[str, str]:
     """Compare every stored event and snapshot with the file, read again without ``read``."""
     compared = 0
+    bar = Progress(data.inserted["events"], run.progress, "events: verified")
     with (
         closing(open_read_only(run.path)) as source,
         run.target.cursor(name="persistence_import_verify") as cursor,
@@ -340,6 +341,9 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
                 if canonical(stored[index]) != canonical(row[index]):
                     raise _mismatch("event rowid", row[0], column)
             compared += 1
+            if not compared % 10_000:
+                bar.update(compared)
+        bar.update(compared, final=True)
         if next((r for r in raw if (r[1], r[2]) not in data.left_out), None) is not None:
             raise ImportFailed("verification failed: the file has events PostgreSQL lacks")
     if compared != data.inserted["events"]:

@@ -184,7 +184,7 @@ def _read_table(
     view = _aggregate(table)
     kinds = {c.name: c.kind for c in table.columns}
     total = conn.execute(f"SELECT count(*) FROM {quoted(name)}").fetchone()[0]
-    bar = Progress(total, run.progress)
+    bar = Progress(total, run.progress, f"{name}: checked")
     rows = conn.execute(table.select())
     while batch := rows.fetchmany(run.batch_size):
         for row in batch:
@@ -331,7 +331,7 @@ def _rows(
     width, left_out = table.key_width, data.left_out[table.name]
     notes: list[tuple[str, str]] = []
     stored = [i for i, c in enumerate(table.columns) if not c.generated]
-    bar = Progress(data.read[table.name], run.progress)
+    bar = Progress(data.read[table.name], run.progress, f"{table.name}: written")
     rows = conn.execute(table.select())
     while batch := rows.fetchmany(run.batch_size):
         for row in batch:

@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any
 
 from persistence.import_sqlite._layout import Run
-from persistence.import_sqlite._report import ImportFailed
+from persistence.import_sqlite._report import ImportFailed, Progress
 from persistence.import_sqlite._source import open_text
 from persistence.import_sqlite.convert import shown, to_datetime
 from persistence.import_sqlite.layout3_json import Number, canonical
@@ -111,6 +111,7 @@ def _verify_table(run: Run, conn: sqlite3.Connection, table: Table, data: Tables
         f"{quoted(c.name)}::text" if c.kind == "jsonb" else quoted(c.name) for c in table.columns
     )
     compared = 0
+    bar = Progress(data.inserted[table.name], run.progress, f"{table.name}: verified")
     with run.target.cursor(name="persistence_import_verify_table") as cursor:
         cursor.itersize = 10_000
         cursor.execute(f"SELECT {selected} FROM {quoted(table.name)}")
@@ -125,6 +126,9 @@ def _verify_table(run: Run, conn: sqlite3.Connection, table: Table, data: Tables
                 )
             file_rows[digest] -= 1
             compared += 1
+            if not compared % 10_000:
+                bar.update(compared)
+    bar.update(compared, final=True)
     if compared != data.inserted[table.name] or +file_rows:
         raise ImportFailed(
             f"verification failed: {table.name} has {compared} rows in PostgreSQL for "
