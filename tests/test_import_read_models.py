@@ -4,6 +4,7 @@ checkpoint, operational tables and telemetry, and a table the importer has never
 from __future__ import annotations
 
 import io
+import json
 import re
 import sqlite3
 import subprocess
@@ -337,3 +338,38 @@ def test_progress_on_a_terminal_is_redrawn_with_rows_rate_and_phase() -> None:
     shown = stream.getvalue()
     assert shown.startswith("\r") and shown.endswith("\n") and shown.count("\r") == 2
     assert "events: checked: [" in shown and "4/4 rows" in shown and "rows/s" in shown
+
+
+@pytest.mark.parametrize("layout", ["1", "2", "3"])
+def test_each_layouts_sample_imports_cleanly(
+    tmp_path: Path, empty_database_url: str, layout: str
+) -> None:
+    path = tmp_path / "sample.db"
+    made = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "persistence.import_sqlite",
+            "--make-sample",
+            str(path),
+            "--layout",
+            layout,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert made.returncode == 0, made.stderr
+    names = {"1": "first layout (trades)", "2": "second layout", "3": "third layout"}
+    done = cli(path, empty_database_url, "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert f"holds the bot's {names[layout]}" in done.stdout
+    report = path.with_suffix(".jsonl").read_text().splitlines()
+    assert "invalid" not in {json.loads(line)["kind"] for line in report}  # notes: layout 2's drift
+    again = subprocess.run(
+        [sys.executable, "-m", "persistence.import_sqlite", "--make-sample", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 2 and "exists" in again.stderr  # never overwrites a file
