@@ -6,9 +6,11 @@ from __future__ import annotations
 import io
 import json
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,13 @@ import pytest
 from persistence import Database, NewEvent
 from persistence.import_sqlite import ImportFailed, layout3_tables
 from persistence.import_sqlite._report import Progress
-from persistence.import_sqlite.sample3 import READ_MODELS, SCHEMA, add_event, make_sample
+from persistence.import_sqlite.sample3 import (
+    READ_MODELS,
+    SCHEMA,
+    add_event,
+    add_many,
+    make_sample,
+)
 from tests.event_store_support import read_everything
 from tests.support import environment_without
 from tests.test_import_events import run
@@ -373,3 +381,56 @@ def test_each_layouts_sample_imports_cleanly(
         timeout=60,
     )
     assert again.returncode == 2 and "exists" in again.stderr  # never overwrites a file
+
+
+@pytest.mark.slow
+def test_kill_9_mid_import_writes_nothing_and_a_rerun_succeeds(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    path = tmp_path / "bot.db"
+    make_sample(path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("DELETE FROM events WHERE aggregate_type = 'Inventory'")  # appended after
+        conn.execute("DELETE FROM snapshots WHERE aggregate_type = 'Inventory'")
+        add_many(conn, 300_000)
+    importer = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "persistence.import_sqlite",
+            str(path),
+            "--database-url",
+            empty_database_url,
+            "--report",
+            str(tmp_path / "r"),
+            "--quiet",
+        ],
+        env=environment_without("DATABASE_URL"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    with psycopg.connect(empty_database_url, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            copying = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE 'COPY events %%'"
+            ).fetchone()
+            if copying and copying[0]:
+                break
+            time.sleep(0.02)
+        time.sleep(0.2)  # into the copy, which takes seconds for this file
+    importer.send_signal(signal.SIGKILL)
+    importer.wait(30)
+    assert importer.returncode == -signal.SIGKILL
+    assert fetch(empty_database_url, "SELECT count(*) FROM events") == [(0,)]
+    assert fetch(empty_database_url, "SELECT count(*) FROM checkpoints") == [(0,)]
+    assert fetch(empty_database_url, "SELECT to_regclass('position_view')") == [(None,)]
+    result, problems = run(path, empty_database_url)
+    assert problems == [] and result.tables["events"] == (300_006, 0, 300_006)
+    with sqlite3.connect(path) as conn:
+        rowids = conn.execute("SELECT sum(rowid), max(rowid) FROM events").fetchone()
+    assert fetch(empty_database_url, "SELECT sum(position), max(position) FROM events") == [
+        (rowids[0], rowids[1])
+    ]
+    assert result.tables["position_view"] == (2, 0, 2)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["READ_MODELS", "SCHEMA", "add_event", "add_snapshot", "make_sample"]
+__all__ = ["READ_MODELS", "SCHEMA", "add_event", "add_many", "add_snapshot", "make_sample"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -147,6 +148,19 @@ def add_snapshot(
         "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?)",
         (aggregate_type, aggregate_id, last_sequence, _text(payload), timestamp, snapshot_version),
     )
+
+
+def add_many(conn: sqlite3.Connection, count: int, *, aggregates: int = 1000) -> None:
+    """Append ``count`` events round-robin over ``aggregates`` positions (rowids interleave
+    them), each payload with exact decimal strings, as one multi-row transaction of the bot's."""
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        for n in range(count):
+            symbol = f"S{n % aggregates:05d}"
+            payload = f'{{"FillApplied": {{"amount": "{n % 97}.{n % 1000:03d}", "n": {n}}}}}'
+            yield ("Position", symbol, n // aggregates + 1, "FillApplied", "1.0", payload, "{}")
+
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows())
 
 
 def make_sample(path: Path) -> None:
