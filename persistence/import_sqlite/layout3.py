@@ -28,7 +28,7 @@ from persistence.import_sqlite._report import ImportFailed, Progress
 from persistence.import_sqlite._source import open_read_only
 from persistence.import_sqlite._target import copy_rows
 from persistence.import_sqlite.convert import Invalid, to_datetime
-from persistence.import_sqlite.layout3_json import canonical, check_json
+from persistence.import_sqlite.layout3_json import check_json, same_json
 from persistence.import_sqlite.layout3_tables import (
     Tables,
     check_tables,
@@ -338,7 +338,7 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
             if tuple(stored[:6]) != tuple(row[:6]):
                 raise _mismatch("event rowid", row[0], "identity")
             for index, column in ((6, "payload"), (7, "metadata")):
-                if canonical(stored[index]) != canonical(row[index]):
+                if not same_json(stored[index], row[index]):
                     raise _mismatch("event rowid", row[0], column)
             compared += 1
             if not compared % 10_000:
@@ -390,7 +390,7 @@ def _verify_snapshots(run: Run, data: EventStore) -> int:
         key = f"{want[0]} {want[1]}"
         if tuple(got[:3]) != tuple(want[:3]) or got[5] != (want[5] or 0):
             raise _mismatch("snapshot", key, "identity")
-        if canonical(got[3]) != canonical(want[3]):
+        if not same_json(got[3], want[3]):
             raise _mismatch("snapshot", key, "payload")
         if got[4] != to_datetime("timestamp", want[4])[0]:
             raise _mismatch("snapshot", key, "taken_at")
