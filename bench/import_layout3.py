@@ -1,4 +1,4 @@
-"""The layout-3 import against a raw COPY of the same rows (issue 28: at least 0.5 × its speed).
+"""The layout-3 import against a raw COPY of the same rows (issue 28: at least half its speed).
 
     python -m bench.import_layout3 [--events 1000000] [--rounds 2]
 

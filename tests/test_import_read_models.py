@@ -28,7 +28,7 @@ from persistence.import_sqlite.sample3 import (
     make_sample,
 )
 from tests.event_store_support import read_everything
-from tests.support import environment_without
+from tests.support import environment_without, run_as_written, shell_blocks
 from tests.test_import_events import run
 
 
@@ -434,3 +434,29 @@ def test_kill_9_mid_import_writes_nothing_and_a_rerun_succeeds(
         (rowids[0], rowids[1])
     ]
     assert result.tables["position_view"] == (2, 0, 2)
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "migrating-from-sqlite.md"
+
+
+def test_the_documented_layout3_steps_run_as_written(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    (block,) = [b for b in shell_blocks(DOC) if "--make-sample" in b]
+    env = {**environment_without("PYTEST_*"), "DATABASE_URL": empty_database_url}
+    made, dry, done = run_as_written(block, env, cwd=tmp_path)
+    assert "wrote the bot's layout 3" in made.printed
+    assert "dry run: nothing written" in dry.printed
+    assert "holds the bot's third layout (the event store)" in done.printed
+    assert "verified checkpoint pnl_ledger: position 6 (= the event's rowid)" in done.printed
+    assert fetch(empty_database_url, "SELECT count(*) FROM position_view") == [(2,)]
+
+
+def test_the_documented_layout3_benchmark_runs(admin_url: str) -> None:
+    """The benchmark's command as written, but for its size: what is checked is that it runs
+    and prints its row."""
+    (block,) = [b for b in shell_blocks(DOC) if "bench.import_layout3" in b]
+    script = block.replace("postgresql://postgres@127.0.0.1:5432/test", '"$ADMIN_URL"', 1)
+    script = script.replace("--events 1000000 --rounds 2", "--events 2000 --rounds 1")
+    (ran,) = run_as_written(script, {**environment_without("PYTEST_*"), "ADMIN_URL": admin_url})
+    assert re.search(r"^\| 1 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", ran.printed, re.M), ran.printed
