@@ -227,3 +227,42 @@ def _json(value: Any) -> str:
     if isinstance(value, Decimal):
         return format(value, "f")
     return json.dumps(value, ensure_ascii=False)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    order=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=30),
+    compacted=st.dictionaries(st.integers(0, 3), st.integers(1, 4), max_size=3),
+)
+def test_rowid_order_holds_across_interleaved_and_compacted_aggregates(
+    tmp_path_factory: pytest.TempPathFactory,
+    empty_database_url: str,
+    order: list[int],
+    compacted: dict[int, int],
+) -> None:
+    """Appends to four aggregates in any interleaving; some compacted (a snapshot at sequence n,
+    the events up to n deleted, as the bot's compaction leaves them)."""
+    path = tmp_path_factory.mktemp("order") / "bot.db"
+    with store(path) as conn:
+        sequences = dict.fromkeys(range(4), 0)
+        for aggregate in order:
+            sequences[aggregate] += 1
+            add_event(conn, "P", f"a{aggregate}", sequences[aggregate], {"n": len(order)})
+        for aggregate, upto in compacted.items():
+            if sequences[aggregate] >= upto:
+                add_snapshot(conn, "P", f"a{aggregate}", upto, {"upto": upto})
+                conn.execute(
+                    "DELETE FROM events WHERE aggregate_id = ? AND sequence <= ?",
+                    (f"a{aggregate}", upto),
+                )
+        want = conn.execute(
+            "SELECT rowid, aggregate_type, aggregate_id, sequence FROM events ORDER BY rowid"
+        ).fetchall()
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('events')").fetchone() != (None,):
+            conn.execute("DELETE FROM events; DELETE FROM snapshots")
+    _, problems = run(path, empty_database_url)
+    assert problems == []
+    assert [tuple(r[:4]) for r in events(empty_database_url)] == want
