@@ -10,7 +10,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from persistence.import_sqlite.sample3 import (
     make_sample,
 )
 from tests.event_store_support import read_everything
-from tests.support import environment_without, run_as_written, shell_blocks
+from tests.support import environment_without, kill_during_copy, run_as_written, shell_blocks
 from tests.test_import_events import run
 
 
@@ -87,13 +86,17 @@ def test_every_table_is_carried_in_the_type_that_keeps_its_values(
     assert indexes["idx_position_view_symbol"].endswith("WHERE (symbol IS NOT NULL)")
     assert "(symbol)" in indexes["idx_pnl_onchain_fill_symbol"]
     assert "(chain, orderbook)" in indexes["backfill_checkpoints_pkey"]
-    # an INTEGER PRIMARY KEY keeps handing out ids above the file's, as SQLite did
-    new = fetch(
+    assert next_sample_id(url) == 3  # an INTEGER PRIMARY KEY continues above SQLite's ids
+
+
+def next_sample_id(url: str) -> int:
+    """The id PostgreSQL gives a new telemetry sample."""
+    [(new,)] = fetch(
         url,
         "INSERT INTO block_lag_samples (sampled_at, orderbook, chain_tip) "
         "VALUES ('2026-03-01T12:00:13.000Z', 'x', 1) RETURNING id",
     )
-    assert new == [(3,)]
+    return int(new)
 
 
 def test_autoincrement_ids_continue_above_deleted_ones(
@@ -105,12 +108,7 @@ def test_autoincrement_ids_continue_above_deleted_ones(
         conn.execute("INSERT INTO block_lag_samples VALUES (90, 'a', 'b', 1, 1)")
         conn.execute("DELETE FROM block_lag_samples WHERE id = 90")  # sqlite_sequence keeps 90
     run(path, empty_database_url)
-    got = fetch(
-        empty_database_url,
-        "INSERT INTO block_lag_samples (sampled_at, orderbook, chain_tip) "
-        "VALUES ('c', 'd', 1) RETURNING id",
-    )
-    assert got == [(91,)]
+    assert next_sample_id(empty_database_url) == 91
 
 
 def test_a_decimal_column_whose_values_would_be_respelled_stays_text(
@@ -409,19 +407,7 @@ def test_kill_9_mid_import_writes_nothing_and_a_rerun_succeeds(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 120
-    with psycopg.connect(empty_database_url, autocommit=True) as watcher:
-        while time.monotonic() < deadline:
-            copying = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND query LIKE 'COPY events %%'"
-            ).fetchone()
-            if copying and copying[0]:
-                break
-            time.sleep(0.02)
-        time.sleep(0.2)  # into the copy, which takes seconds for this file
-    importer.send_signal(signal.SIGKILL)
-    importer.wait(30)
+    kill_during_copy(importer, empty_database_url, "COPY events %")
     assert importer.returncode == -signal.SIGKILL
     assert fetch(empty_database_url, "SELECT count(*) FROM events") == [(0,)]
     assert fetch(empty_database_url, "SELECT count(*) FROM checkpoints") == [(0,)]
