@@ -335,7 +335,7 @@ BLOCKS_RUN_BY: dict[tuple[str, str], tuple[str, ...]] = {
     (
         "migrating-from-sqlite.md",
         ".venv/bin/python -m persistence.import_sqlite PATH "
-        "[--database-url URL] [--dry-run] [--report FILE] [--skip-invalid]",
+        "[--database-url URL] [--dry-run] [--report FILE] [--skip-invalid] [--quiet]",
     ): (
         "test_docs.py::test_every_documented_command_is_real",
         "test_import_sqlite.py::test_skip_invalid_imports_the_valid_rows_and_the_cli_reports",
@@ -349,6 +349,15 @@ BLOCKS_RUN_BY: dict[tuple[str, str], tuple[str, ...]] = {
         "test_recipe.py::test_the_add_a_column_recipe_runs_as_written",
         "test_docs.py::test_every_documented_command_is_real",
     ),
+    (
+        "migrating-from-sqlite.md",
+        ".venv/bin/python -m persistence.import_sqlite --make-sample sample.db --layout 3",
+    ): ("test_import_read_models.py::test_the_documented_layout3_steps_run_as_written",),
+    (
+        "migrating-from-sqlite.md",
+        "TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test "
+        ".venv/bin/python -m bench.import_layout3 --events 1000000 --rounds 2",
+    ): ("test_import_read_models.py::test_the_documented_layout3_benchmark_runs",),
     ("migrations.md", ".venv/bin/python -m persistence.migrate"): (
         "test_docs.py::test_every_documented_command_is_real",
     ),

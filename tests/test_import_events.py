@@ -50,7 +50,7 @@ def test_the_sample_imports_with_rowids_as_positions(
     assert problems == []
     assert result.verified["_sqlx_migrations"].startswith("not carried")
     assert result.layout == "event store"
-    assert result.tables["events"] == (7, 0, 7)
+    assert result.tables["events"] == (7, 0, 7)  # its read models: test_import_read_models.py
     assert result.tables["snapshots"] == (2, 0, 2)
     with sqlite3.connect(path) as conn:
         want = conn.execute(
@@ -71,20 +71,6 @@ def test_the_sample_imports_with_rowids_as_positions(
             """'[["Deposited", "1", {"usdc": "1.000000"}, {}]]')"""
         ).fetchone()
         assert appended is not None and appended[0] > want[-1][0] and appended[1] == 5
-
-
-def test_a_file_with_tables_not_carried_yet_is_refused_with_nothing_written(
-    tmp_path: Path, empty_database_url: str
-) -> None:
-    path = tmp_path / "bot.db"
-    make_sample(path)
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE position_view (view_id TEXT PRIMARY KEY, payload JSON)")
-        conn.execute("CREATE TABLE skipped_fills (tx_hash TEXT, log_index INTEGER)")
-    with pytest.raises(ImportFailed, match="also holds position_view, skipped_fills") as refused:
-        run(path, empty_database_url)
-    assert "nothing was imported" in str(refused.value)
-    assert events(empty_database_url) == []
 
 
 def test_the_cli_names_the_third_layout(tmp_path: Path, empty_database_url: str) -> None:
@@ -241,3 +227,42 @@ def _json(value: Any) -> str:
     if isinstance(value, Decimal):
         return format(value, "f")
     return json.dumps(value, ensure_ascii=False)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    order=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=30),
+    compacted=st.dictionaries(st.integers(0, 3), st.integers(1, 4), max_size=3),
+)
+def test_rowid_order_holds_across_interleaved_and_compacted_aggregates(
+    tmp_path_factory: pytest.TempPathFactory,
+    empty_database_url: str,
+    order: list[int],
+    compacted: dict[int, int],
+) -> None:
+    """Appends to four aggregates in any interleaving; some compacted (a snapshot at sequence n,
+    the events up to n deleted, as the bot's compaction leaves them)."""
+    path = tmp_path_factory.mktemp("order") / "bot.db"
+    with store(path) as conn:
+        sequences = dict.fromkeys(range(4), 0)
+        for aggregate in order:
+            sequences[aggregate] += 1
+            add_event(conn, "P", f"a{aggregate}", sequences[aggregate], {"n": len(order)})
+        for aggregate, upto in compacted.items():
+            if sequences[aggregate] >= upto:
+                add_snapshot(conn, "P", f"a{aggregate}", upto, {"upto": upto})
+                conn.execute(
+                    "DELETE FROM events WHERE aggregate_id = ? AND sequence <= ?",
+                    (f"a{aggregate}", upto),
+                )
+        want = conn.execute(
+            "SELECT rowid, aggregate_type, aggregate_id, sequence FROM events ORDER BY rowid"
+        ).fetchall()
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass('events')").fetchone() != (None,):
+            conn.execute("DELETE FROM events; DELETE FROM snapshots")
+    _, problems = run(path, empty_database_url)
+    assert problems == []
+    assert [tuple(r[:4]) for r in events(empty_database_url)] == want

@@ -134,7 +134,7 @@ def read(run: Run) -> Trades:
     data = Trades()
     total = run.source.execute("SELECT count(*) FROM trades").fetchone()[0]
     run.target.execute(queries.CREATE_TRADES_STAGE)
-    bar = Progress(total, run.progress)
+    bar = Progress(total, run.progress, "trades: checked and staged")
     clashing = _same_key_once_lower_cased(run)
     copy_rows(run.target, queries.COPY_TRADES_STAGE, _valid_rows(run, data, clashing, bar))
     return data

@@ -28,7 +28,14 @@ from persistence.import_sqlite._report import ImportFailed, Progress
 from persistence.import_sqlite._source import open_read_only
 from persistence.import_sqlite._target import copy_rows
 from persistence.import_sqlite.convert import Invalid, to_datetime
-from persistence.import_sqlite.layout3_json import canonical, check_json
+from persistence.import_sqlite.layout3_json import check_json, same_json
+from persistence.import_sqlite.layout3_tables import (
+    Tables,
+    check_tables,
+    read_other,
+    write_tables,
+)
+from persistence.import_sqlite.layout3_verify import verify_tables
 
 __all__ = ["EVENT_COLUMNS", "LAYOUT", "SNAPSHOT_COLUMNS"]
 
@@ -75,6 +82,7 @@ class EventStore:
     max_rowid: int = 0
     left_out: set[tuple[str, str]] = attrs.field(factory=set)
     sqlx_history: bool = False
+    other: Tables = attrs.field(factory=Tables)  # every other table (layout3_tables)
 
 
 def detect(path: Path, source: sqlite3.Connection, tables: set[str]) -> bool:
@@ -146,7 +154,7 @@ def read(run: Run) -> EventStore:
     data = EventStore()
     source = run.source
     total = source.execute("SELECT count(*) FROM events").fetchone()[0]
-    bar = Progress(total, run.progress)
+    bar = Progress(total, run.progress, "events: checked")
     done = 0
     rows = source.execute(_EVENTS)
     while batch := rows.fetchmany(run.batch_size):
@@ -171,6 +179,12 @@ def read(run: Run) -> EventStore:
         except Invalid as error:
             _bad(run, data, "snapshots", row, "timestamp", error.reason)
     _gaps(run, data)
+    tables = {
+        str(row[0]) for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    data.sqlx_history = _NOT_OURS in tables
+    others = sorted(t for t in tables - _CARRIED - {_NOT_OURS} if not t.startswith("sqlite_"))
+    data.other = read_other(run, others, data.left_out)
     return data
 
 
@@ -206,26 +220,15 @@ def _gaps(run: Run, data: EventStore) -> None:
         _bad(run, data, "events", row, "sequence", why)
 
 
-# what the import of this layout carries today; sqlx's own history is the bot's, never ours
+# sqlx's own history is the bot's, never ours
 _CARRIED = {"events", "snapshots"}
 _NOT_OURS = "_sqlx_migrations"
 
 
 def check(run: Run, data: EventStore) -> None:
-    """Refuse a file with tables this import does not carry yet (their rows would be lost
-    without a word), rowids the event store's positions could reach, and positions taken."""
-    tables = {
-        str(row[0])
-        for row in run.source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-    }
-    others = sorted(t for t in tables - _CARRIED - {_NOT_OURS} if not t.startswith("sqlite_"))
-    if others:
-        raise ImportFailed(
-            f"{run.path} also holds {', '.join(others)}: the import of the third layout carries "
-            "the events and snapshots only so far, and importing without those tables would "
-            "lose their rows; nothing was imported"
-        )
-    data.sqlx_history = _NOT_OURS in tables
+    """Refuse rowids the event store's positions could reach, positions taken, and names of the
+    other tables (``layout3_tables``) PostgreSQL already holds."""
+    check_tables(run, data.other)
     limit = run.target.execute("SELECT pg_current_xact_id()::text::bigint << 20").fetchone()
     assert limit is not None
     if data.max_rowid >= limit[0]:
@@ -256,7 +259,7 @@ def _kept(data: EventStore, rows: Any) -> Iterator[sqlite3.Row]:
 
 def write(run: Run, data: EventStore) -> None:
     """COPY the events and snapshots of every aggregate not left out."""
-    bar = Progress(data.read["events"], run.progress)
+    bar = Progress(data.read["events"], run.progress, "events: written")
     inserted = 0
 
     def events() -> Iterator[tuple[Any, ...]]:
@@ -287,6 +290,7 @@ def write(run: Run, data: EventStore) -> None:
             )
 
     copy_rows(run.target, _COPY_SNAPSHOTS, snapshots())
+    write_tables(run, data.other)
 
 
 _STORED_EVENTS = (
@@ -311,6 +315,7 @@ def _mismatch(what: str, key: Any, column: str) -> ImportFailed:
 def verify(run: Run, data: EventStore) -> dict[str, str]:
     """Compare every stored event and snapshot with the file, read again without ``read``."""
     compared = 0
+    bar = Progress(data.inserted["events"], run.progress, "events: verified")
     with (
         closing(open_read_only(run.path)) as source,
         run.target.cursor(name="persistence_import_verify") as cursor,
@@ -333,9 +338,12 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
             if tuple(stored[:6]) != tuple(row[:6]):
                 raise _mismatch("event rowid", row[0], "identity")
             for index, column in ((6, "payload"), (7, "metadata")):
-                if canonical(stored[index]) != canonical(row[index]):
+                if not same_json(stored[index], row[index]):
                     raise _mismatch("event rowid", row[0], column)
             compared += 1
+            if not compared % 10_000:
+                bar.update(compared)
+        bar.update(compared, final=True)
         if next((r for r in raw if (r[1], r[2]) not in data.left_out), None) is not None:
             raise ImportFailed("verification failed: the file has events PostgreSQL lacks")
     if compared != data.inserted["events"]:
@@ -344,14 +352,19 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
             "inserted; nothing was imported"
         )
     snapshots = _verify_snapshots(run, data)
-    return {
-        "events": f"{compared} events compared with the file, re-read: position = rowid, every "
-        "column, JSON by value and number spelling",
-        "snapshots": f"{snapshots} snapshots compared with the file, re-read",
-    } | (
-        {_NOT_OURS: "not carried: the bot's own migration history (sqlx), not its data"}
-        if data.sqlx_history
-        else {}
+    others = verify_tables(run, data.other)
+    return (
+        {
+            "events": f"{compared} events compared with the file, re-read: position = rowid, every "
+            "column, JSON by value and number spelling",
+            "snapshots": f"{snapshots} snapshots compared with the file, re-read",
+        }
+        | others
+        | (
+            {_NOT_OURS: "not carried: the bot's own migration history (sqlx), not its data"}
+            if data.sqlx_history
+            else {}
+        )
     )
 
 
@@ -377,7 +390,7 @@ def _verify_snapshots(run: Run, data: EventStore) -> int:
         key = f"{want[0]} {want[1]}"
         if tuple(got[:3]) != tuple(want[:3]) or got[5] != (want[5] or 0):
             raise _mismatch("snapshot", key, "identity")
-        if canonical(got[3]) != canonical(want[3]):
+        if not same_json(got[3], want[3]):
             raise _mismatch("snapshot", key, "payload")
         if got[4] != to_datetime("timestamp", want[4])[0]:
             raise _mismatch("snapshot", key, "taken_at")
@@ -390,7 +403,11 @@ def counts(data: EventStore) -> dict[str, Any]:
         "trades_valid": 0,
         "trades_inserted": 0,
         "trades_already_present": 0,
-        "tables": {t: (data.read[t], data.invalid[t], data.inserted[t]) for t in data.read},
+        "tables": {t: (data.read[t], data.invalid[t], data.inserted[t]) for t in data.read}
+        | {
+            t: (data.other.read[t], data.other.invalid[t], data.other.inserted.get(t, 0))
+            for t in data.other.read
+        },
     }
 
 

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Number", "canonical", "check_json"]
+__all__ = ["Number", "canonical", "check_json", "same_json"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_BEFORE, _MAX_AFTER = 131_072, 16_383
@@ -42,7 +43,16 @@ class _Refused(Exception):
     pass
 
 
+_PLAIN = re.compile(r"-?(?:0|[1-9][0-9]{0,80})(?:\.[0-9]{1,80})?")
+
+
+# the numbers the parse in progress found spelled otherwise by jsonb (one import: one thread)
+_respelled = threading.local()
+
+
 def _number(text: str) -> Number:
+    if _PLAIN.fullmatch(text) and not (text[0] == "-" and not text.strip("-0.")):
+        return Number(text)  # the common case: jsonb keeps it as written (a fast path)
     value = Decimal(text)
     exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)  # JSON has no NaN or Infinity numbers
@@ -50,7 +60,11 @@ def _number(text: str) -> Number:
         raise _Refused(f"has the number {text[:40]}, beyond what jsonb's numeric holds")
     if value.is_zero():
         value = abs(value)  # numeric has no negative zero
-    return Number(format(value, "f"))
+    stored = Number(format(value, "f"))
+    found = getattr(_respelled, "found", None)
+    if stored != text and found is not None:
+        found.append((text, str(stored)))
+    return stored
 
 
 def _constant(text: str) -> Any:
@@ -66,14 +80,14 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+# one decoder: json.loads with hooks would build a new one per call
+_DECODER = json.JSONDecoder(
+    parse_float=_number, parse_int=_number, parse_constant=_constant, object_pairs_hook=_object
+)
+
+
 def _parse(text: str) -> Any:
-    return json.loads(
-        text,
-        parse_float=_number,
-        parse_int=_number,
-        parse_constant=_constant,
-        object_pairs_hook=_object,
-    )
+    return _DECODER.decode(text)
 
 
 def _strings(value: Any) -> Any:
@@ -90,21 +104,22 @@ def _strings(value: Any) -> Any:
             yield from _strings(item)
 
 
-_SPELLED = re.compile(r"-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?")
-
-
-def check_json(text: Any) -> tuple[str | None, list[tuple[str, str]]]:
+def check_json(text: Any, *, objects_only: bool = True) -> tuple[str | None, list[tuple[str, str]]]:
     """Why jsonb cannot hold ``text`` as it is (None if it can), and each number jsonb would
-    spell differently, as (written, stored)."""
+    spell differently, as (written, stored). Events and snapshots hold objects only."""
     if not isinstance(text, str):
         return f"is {type(text).__name__}, not JSON text", []
+    respelled: list[tuple[str, str]] = []
+    _respelled.found = respelled
     try:
         value = _parse(text)
     except _Refused as refused:
         return str(refused), []
     except (ValueError, RecursionError) as error:
         return f"is not JSON ({str(error)[:80]})", []
-    if not isinstance(value, dict):
+    finally:
+        _respelled.found = None
+    if objects_only and not isinstance(value, dict):
         return "is not a JSON object", []
     if "\\u" in text:  # escapes are the only way a NUL or a lone surrogate gets into valid JSON
         for string in _strings(value):
@@ -112,23 +127,21 @@ def check_json(text: Any) -> tuple[str | None, list[tuple[str, str]]]:
                 return "has \\u0000 in a string, which jsonb cannot hold", []
             if _SURROGATE.search(string):
                 return "has a lone surrogate escape (\\ud800-\\udfff), not Unicode", []
-    respelled: list[tuple[str, str]] = []
-    if "e" in text or "E" in text or "-0" in text:
-        # only an exponent or a negative zero is spelled differently: find them in the numbers
-        for written in _numbers(text):
-            stored = _number(written)
-            if stored != written:
-                respelled.append((written, str(stored)))
     return None, respelled
 
 
-def _numbers(text: str) -> list[str]:
-    """The numbers written in ``text`` outside its strings."""
-    found: list[str] = []
-    outside = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
-    for match in _SPELLED.finditer(outside):
-        found.append(match.group())
-    return found
+# numbers kept as written, no checks: for comparing texts already checked
+_AS_WRITTEN = json.JSONDecoder(parse_float=Number, parse_int=Number)
+
+
+def same_json(held: str, written: str) -> bool:
+    """Whether the texts are the same JSON by value and number spelling (PostgreSQL's ``held``
+    and the file's ``written``): equal as written, else equal once jsonb's respelling
+    (``1.0e2`` as ``100``) is applied to both."""
+    return held == written or (
+        _AS_WRITTEN.decode(held) == _AS_WRITTEN.decode(written)
+        or canonical(held) == canonical(written)
+    )
 
 
 def canonical(text: str) -> Any:
