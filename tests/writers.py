@@ -36,6 +36,8 @@ class Outcome:
     killed_at: float = 0.0  # the disruption began
     promoted_at: float = 0.0  # a primary is back (promoted, or its standbys back)
     lost: list[tuple[str, str]] = attrs.field(factory=list)  # acknowledged, not on the primary
+    # when no standby was there to confirm: no write may be acknowledged in it
+    unconfirmed: tuple[float, float] | None = None
     committed_before_retry: int = 0  # failed writes the primary held before their retry
     retried: dict[str, int] = attrs.field(factory=dict)  # failed writes: rows after one retry
 
