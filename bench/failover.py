@@ -9,10 +9,11 @@ the multi-host URL, SIGKILLs the primary after 1 s, promotes the standby, lets t
 on for 1.5 s, then retries each failed write once and reads the new primary.
 
 With --patroni, one Patroni cluster (tests/patroni.py: etcd, three nodes, HAProxy) runs the
-four scenarios of tests/patroni_scenarios.py ``--runs`` times on each API, the writers going
-through HAProxy's write port; it counts the failed writes that had committed (found on the
-leader before their retry), and times the longest write gap from the disruption on and the
-first write once HAProxy routes to a leader again. Printed as Markdown tables.
+four scenarios of tests/patroni_scenarios.py, and production.md's trap (Patroni started again
+beside its live PostgreSQL once the standby was promoted), ``--runs`` times on each API, the
+writers going through HAProxy's write port. It counts the failed writes that had committed
+(found on the leader before their retry), and times the longest write gap from the disruption
+on and the first write once HAProxy routes to a leader again. Printed as Markdown tables.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ def streaming(runs: int) -> None:
 
 def patroni(runs: int) -> None:
     from tests.patroni import PatroniCluster
-    from tests.patroni_scenarios import SCENARIOS, run
+    from tests.patroni_scenarios import SCENARIOS, TRAP, run
 
     print(
         "| scenario | API | runs | acknowledged | failed (raised) | wrong | lost acknowledged | "
@@ -72,7 +73,7 @@ def patroni(runs: int) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     with PatroniCluster() as cluster:
-        for scenario in SCENARIOS:
+        for scenario in (*SCENARIOS, TRAP):
             for api in ("sync", "async"):
                 outcomes = [run(cluster, scenario, api) for _ in range(runs)]
                 unconfirmed = sum(

@@ -350,19 +350,20 @@ class PatroniCluster:
         kill_tree(pid)
         return leader
 
-    def kill_leader_patroni(self, *, supervised: bool = True) -> Node:
-        """SIGKILL the leader's Patroni; its PostgreSQL keeps running as a primary. The
-        supervisor (``supervised``) then kills that leftover postmaster, as systemd's
-        KillMode=control-group does, and starts Patroni again. Returns the old leader."""
+    def kill_leader_patroni(self, *, supervisor: str = "control-group") -> Node:
+        """SIGKILL the leader's Patroni; its PostgreSQL keeps running as a primary. Then the
+        supervisor, named after systemd's KillMode: ``control-group`` kills that leftover
+        postmaster and starts Patroni again; ``process`` starts Patroni again beside it (the
+        trap: production.md); ``none`` leaves it running alone. Returns the old leader."""
+        assert supervisor in ("control-group", "process", "none"), supervisor
         leader = self.leader()
         assert leader is not None and leader.patroni is not None, "no leader"
         leader.patroni.send_signal(signal.SIGKILL)
         leader.patroni.wait(10)
-        if supervised:
-            pid = leader.postmaster()
-            if pid is not None:
-                kill_tree(pid)
-                _wait("the leftover postmaster did not die", lambda: _gone(pid), 10)
+        if supervisor == "control-group" and (pid := leader.postmaster()) is not None:
+            kill_tree(pid)
+            _wait("the leftover postmaster did not die", lambda: _gone(pid), 10)
+        if supervisor != "none":
             self.start_patroni(leader)
         return leader
 

@@ -88,7 +88,7 @@ def test_a_multi_host_url_keeps_choosing_a_live_old_primary() -> None:
         reset(cluster)
         old = cluster.wait_for_leader()
         others = [node for node in cluster.nodes if node is not old]
-        cluster.kill_leader_patroni(supervised=False)
+        cluster.kill_leader_patroni(supervisor="none")
         new = cluster.wait_for_leader(other_than=old)
         cluster.wait_for_route()
         stranded, routed = make_trade(), make_trade()
