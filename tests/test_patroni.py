@@ -62,6 +62,10 @@ def test_haproxy_routes_writes_to_the_leader_and_reads_to_the_replicas(
     with Database.connect(cluster.primary_url()) as db:
         primary = health_check(db)
         trade_id = db.trades.insert(trade)
+    # the multi-host URL, asking for a standby: libpq skips the primary
+    any_standby = cluster.multi_host_url(cluster.nodes).replace("=read-write", "=standby")
+    with Database.connect(any_standby) as standby:
+        assert health_check(standby).role == "standby"
     with Database.connect(cluster.replica_url()) as reads:
         replica = health_check(reads)
         # read-your-writes: a synchronous commit is on the standby's disk, not yet replayed
