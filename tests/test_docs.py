@@ -320,8 +320,10 @@ BLOCKS_RUN_BY: dict[tuple[str, str], tuple[str, ...]] = {
     ("README.md", ".venv/bin/python -m pytest -n 2"): (
         '.ci/run: -u DATABASE_URL -u TEST_DATABASE_URL "$PY" -m pytest -n 2\n',
     ),
-    ("README.md", ".venv/bin/python -m pytest -n 2 -m slow"): (
-        '.ci/run: -u DATABASE_URL -u TEST_DATABASE_URL "$PY" -m pytest -n 2 -m slow\n',
+    ("README.md", '.venv/bin/python -m pytest -n 2 -m "slow and not patroni"'): (
+        '.ci/run: -u DATABASE_URL -u TEST_DATABASE_URL "$PY" -m pytest -n 2 '
+        '-m "slow and not patroni"\n',
+        '.ci/run: -u DATABASE_URL -u TEST_DATABASE_URL "$PY" -m pytest -m patroni\n',
     ),
     (
         "README.md",
