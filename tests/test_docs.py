@@ -476,8 +476,19 @@ FENCES_RUN_BY: dict[tuple[str, str], tuple[str, ...]] = {
         "test_production.py::test_the_pgbouncer_block_runs_with_this_servers_addresses",
     ),
     ("production.md", "sql"): ("test_docs.py::test_sql_in_the_docs_runs",),
-    # the failover section's postgresql.conf lines (being rewritten elsewhere): to be ```text
-    ("production.md", ""): (TEXT,),
+    ("production.md", "text"): (TEXT,),
+    # Patroni's node config and HAProxy's, as tests/patroni.py builds the cluster from them
+    **{
+        ("production.md", language): (
+            "test_patroni.py::test_no_acknowledged_write_is_lost",
+            "test_patroni.py::test_haproxy_routes_writes_to_the_leader_and_reads_to_the_replicas",
+        )
+        for language in ("yaml", "haproxy")
+    },
+    ("production.md", "systemd"): (
+        "not run: a systemd drop-in, and this machine runs no systemd; tests/patroni.py's "
+        "supervisor (KillMode control-group) is what it stands for",
+    ),
     ("troubleshooting.md", "python"): (
         "test_docs_examples.py::test_the_troubleshooting_reporter_logs_an_exhausted_pool",
     ),
