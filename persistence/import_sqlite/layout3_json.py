@@ -107,6 +107,8 @@ def _strings(value: Any) -> Any:
 def check_json(text: Any, *, objects_only: bool = True) -> tuple[str | None, list[tuple[str, str]]]:
     """Why jsonb cannot hold ``text`` as it is (None if it can), and each number jsonb would
     spell differently, as (written, stored). Events and snapshots hold objects only."""
+    if text == "{}":
+        return None, []  # the bot's usual metadata: no parse
     if not isinstance(text, str):
         return f"is {type(text).__name__}, not JSON text", []
     respelled: list[tuple[str, str]] = []
