@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from persistence import Settings
 from persistence.import_sqlite import ImportFailed, Problem, import_sqlite
+from persistence.import_sqlite.layout3_json import check_json
 from persistence.import_sqlite.sample3 import SCHEMA, add_event, add_snapshot, make_sample
 from tests.support import environment_without
 
@@ -266,3 +267,46 @@ def test_rowid_order_holds_across_interleaved_and_compacted_aggregates(
     _, problems = run(path, empty_database_url)
     assert problems == []
     assert [tuple(r[:4]) for r in events(empty_database_url)] == want
+
+
+# numbers as the bot or another writer may spell them: some jsonb respells, one is not JSON
+RAW_NUMBERS = ["1.5e+20", "1E-7", "1e5", "-0", "-0.0", "1.50", "0.1", "-12.5", "9" * 30, "NaN"]
+PLAIN = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)  # repr: 1e-05 and 1e+16 among them
+    | st.text(max_size=6),  # NUL and lone surrogates included: escaped below
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.dictionaries(st.text(max_size=3), PLAIN, max_size=4),
+    compact=st.booleans(),
+    ascii_only=st.booleans(),
+    number=st.sampled_from(RAW_NUMBERS),
+    twice=st.booleans(),
+)
+def test_the_fast_json_check_agrees_with_the_full_one(
+    value: dict[str, Any], compact: bool, ascii_only: bool, number: str, twice: bool
+) -> None:
+    """The check's fast path (a text exactly as Python's or serde's encoder writes it) never
+    passes what the full check refuses or notes: duplicate keys, NaN, escaped NULs and lone
+    surrogates, exponents, negative zeros."""
+    pairs = [*value.items(), ("n", "@number@"), *([("n", 1)] if twice else [])]
+    keys, items = (":", ",") if compact else (": ", ", ")
+    text = (
+        "{"
+        + items.join(
+            json.dumps(k, ensure_ascii=ascii_only) + keys + json.dumps(v, ensure_ascii=ascii_only)
+            for k, v in pairs
+        )
+        + "}"
+    )
+    text = text.replace('"@number@"', number)
+    assert check_json(text) == check_json(text, fast=False)

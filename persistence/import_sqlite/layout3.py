@@ -25,6 +25,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import psycopg
+
 from persistence.import_sqlite._layout import Layout, Run
 from persistence.import_sqlite._report import ImportFailed, Progress
 from persistence.import_sqlite._source import open_read_only
@@ -178,6 +180,10 @@ _STORED_SNAPSHOTS = (
 )
 
 
+# rows per chunk the server streams (libpq 17 and later; row by row before)
+_CHUNK = 10_000 if psycopg.pq.version() >= 170_000 else 1
+
+
 def _mismatch(what: str, key: Any, column: str) -> ImportFailed:
     return ImportFailed(
         f"verification failed: {what} {key} {column} differs between the file and PostgreSQL; "
@@ -189,35 +195,33 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
     """Compare every stored event and snapshot with the file, read again without ``read``."""
     compared = 0
     bar = Progress(data.inserted["events"], run.progress, "events: verified")
-    with (
-        closing(open_read_only(run.path)) as source,
-        run.target.cursor(name="persistence_import_verify") as cursor,
-    ):
+    left_out = data.left_out
+    with closing(open_read_only(run.path)) as source, run.target.cursor() as cursor:
         raw = source.execute(
             "SELECT rowid, aggregate_type, aggregate_id, sequence, event_type, event_version, "
             "payload, metadata FROM events ORDER BY rowid"
         )
-        cursor.itersize = 10_000
-        cursor.execute(_STORED_EVENTS, (data.max_rowid,))
-        for stored in cursor:
+        # streamed: the server renders the next rows while these are compared
+        for stored in cursor.stream(_STORED_EVENTS, (data.max_rowid,), size=_CHUNK):
             row = next(raw, None)
-            while row is not None and (row[1], row[2]) in data.left_out:
+            while row is not None and left_out and (row[1], row[2]) in left_out:
                 row = next(raw, None)
             if row is None:
                 raise ImportFailed(
                     f"verification failed: stored event {stored[0]} has no row in the file; "
                     "nothing was imported"
                 )
-            if tuple(stored[:6]) != tuple(row[:6]):
+            if stored[:6] != row[:6]:
                 raise _mismatch("event rowid", row[0], "identity")
-            for index, column in ((6, "payload"), (7, "metadata")):
-                if not same_json(stored[index], row[index]):
-                    raise _mismatch("event rowid", row[0], column)
+            if not same_json(stored[6], row[6]):
+                raise _mismatch("event rowid", row[0], "payload")
+            if not same_json(stored[7], row[7]):
+                raise _mismatch("event rowid", row[0], "metadata")
             compared += 1
             if not compared % 10_000:
                 bar.update(compared)
         bar.update(compared, final=True)
-        if next((r for r in raw if (r[1], r[2]) not in data.left_out), None) is not None:
+        if next((r for r in raw if (r[1], r[2]) not in left_out), None) is not None:
             raise ImportFailed("verification failed: the file has events PostgreSQL lacks")
     if compared != data.inserted["events"]:
         raise ImportFailed(
