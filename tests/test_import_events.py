@@ -310,3 +310,35 @@ def test_the_fast_json_check_agrees_with_the_full_one(
     )
     text = text.replace('"@number@"', number)
     assert check_json(text) == check_json(text, fast=False)
+
+
+_INDEXES = (
+    "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname, c.contype "
+    "FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid "
+    "WHERE i.indrelid = 'events'::regclass ORDER BY 1"
+)
+
+
+def test_the_event_stores_indexes_end_as_the_migration_made_them(
+    tmp_path: Path, empty_database_url: str, database_url: str
+) -> None:
+    """The import drops the indexes of an empty events table for its COPY and builds them again
+    (layout3_events.drop_indexes); into a store already holding events it keeps them."""
+    with psycopg.connect(database_url) as conn:
+        want = conn.execute(_INDEXES).fetchall()
+    assert len(want) == 3
+    path = tmp_path / "bot.db"
+    with store(path) as conn:
+        add_event(conn, "Position", "AAPL", 1, {"n": 1})
+        add_event(conn, "Position", "TSLA", 1, {"n": 1})
+    run(path, empty_database_url)
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute(_INDEXES).fetchall() == want
+    # a store holding an event (appended: its position is above every rowid) keeps its indexes
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute("DELETE FROM events")
+        conn.execute("""SELECT append_events('Other', 'x', 0, '[["Made", "1", {}, {}]]')""")
+    run(path, empty_database_url)
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute(_INDEXES).fetchall() == want
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (3,)
