@@ -244,6 +244,14 @@ SELECT rowid, aggregate_type, aggregate_id, sequence, previous FROM (
       FROM events)
  WHERE previous IS NOT NULL AND sequence <> previous + 1
 """
+# whether any aggregate's sequences are not contiguous (or not integers, or repeated): one scan
+# of the primary key's index, where the window above sorts (a fifth of its time)
+_ANY_GAP = """
+SELECT EXISTS (SELECT 1 FROM events GROUP BY aggregate_type, aggregate_id
+                HAVING count(*) <> max(sequence) - min(sequence) + 1
+                    OR count(*) <> count(DISTINCT sequence)
+                    OR max(typeof(sequence) <> 'integer'))
+"""
 _STARTS = """
 SELECT e.rowid, e.aggregate_type, e.aggregate_id, e.sequence, s.last_sequence FROM (
     SELECT min(rowid) AS rowid, aggregate_type, aggregate_id, min(sequence) AS sequence
@@ -256,7 +264,11 @@ SELECT e.rowid, e.aggregate_type, e.aggregate_id, e.sequence, s.last_sequence FR
 def check_gaps(run: Run, data: EventStore) -> None:
     """Name each sequence gap; an aggregate whose events start after its snapshot (compacted)
     has none."""
-    for row in run.source.execute(_GAPS):
+    if not run.source.execute(_ANY_GAP).fetchone()[0]:
+        rows = []
+    else:
+        rows = run.source.execute(_GAPS).fetchall()
+    for row in rows:
         why = f"follows sequence {row['previous']}: sequences missing between them"
         _bad(run, data, "events", row, row["sequence"], "sequence", why)
     for row in run.source.execute(_STARTS):
