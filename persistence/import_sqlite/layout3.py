@@ -215,7 +215,7 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
                 raise _mismatch("event rowid", row[0], "identity")
             if not same_json(stored[6], row[6]):
                 raise _mismatch("event rowid", row[0], "payload")
-            if not same_json(stored[7], row[7]):
+            if stored[7] != row[7] and not same_json(stored[7], row[7]):
                 raise _mismatch("event rowid", row[0], "metadata")
             compared += 1
             if not compared % 10_000:

@@ -26,7 +26,7 @@ from persistence.import_sqlite._layout import Run
 from persistence.import_sqlite._report import Progress
 from persistence.import_sqlite._target import copy_rows
 from persistence.import_sqlite.convert import Invalid, to_datetime
-from persistence.import_sqlite.layout3_json import check_json
+from persistence.import_sqlite.layout3_json import as_written, check_json
 from persistence.import_sqlite.layout3_tables import Tables
 
 __all__ = [
@@ -167,15 +167,16 @@ def check_events(run: Run, data: EventStore, *, optimistic: bool) -> None:
             copy = stack.enter_context(cursor.copy(_COPY_EVENTS))
         while batch := rows.fetchmany(run.batch_size):
             for row in batch:
-                # the fast path: a row with no flaw whose JSON jsonb holds as it is written
-                if row[_WIDTH] is None:
-                    payload, respelled = check_json(row[6])
-                    metadata, respelled_too = check_json(row[7])
-                    if payload is None and metadata is None and not respelled and not respelled_too:
-                        if copy is not None:
-                            copy.write_row(row[:_WIDTH])
-                            inserted += 1
-                        continue
+                # the fast path: no flaw, and JSON texts jsonb holds as they are written
+                if (
+                    row[_WIDTH] is None
+                    and as_written(row[6])
+                    and (row[7] == "{}" or as_written(row[7]))
+                ):
+                    if copy is not None:
+                        copy.write_row(row[:_WIDTH])
+                        inserted += 1
+                    continue
                 if _event_problems(run, data, row):
                     copy = None  # nothing more is written here: rolled back below
                 elif copy is not None:

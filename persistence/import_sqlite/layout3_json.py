@@ -28,7 +28,7 @@ from decimal import Decimal
 from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
 from typing import Any
 
-__all__ = ["Number", "canonical", "check_json", "same_json"]
+__all__ = ["Number", "as_written", "canonical", "check_json", "same_json"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_BEFORE, _MAX_AFTER = 131_072, 16_383
@@ -135,13 +135,13 @@ _ENCODERS = {
 }
 
 
-def _as_written(text: str, objects_only: bool) -> bool:
+def as_written(text: Any, objects_only: bool = True) -> bool:
     """The fast path: whether ``text`` is, character for character, what Python's encoder
     writes (spaced, or compact as serde_json writes it) for the value it parses to, with
     plain numbers only and no ``\\u`` escape. Such a text has no duplicate key (the
     re-encoded object would lack one), no NaN (refused by the encoder), no escaped NUL or lone
     surrogate, and no number jsonb spells otherwise; everything else takes the full check."""
-    if "\\u" in text:
+    if type(text) is not str or "\\u" in text:
         return False
     try:
         value, end = _FAST_SCAN(text, 0)
@@ -157,8 +157,8 @@ def check_json(
 ) -> tuple[str | None, list[tuple[str, str]]]:
     """Why jsonb cannot hold ``text`` as it is (None if it can), and each number jsonb would
     spell differently, as (written, stored). Events and snapshots hold objects only.
-    ``fast=False`` skips the fast path (``_as_written``; the tests compare both)."""
-    if fast and (text == "{}" or (type(text) is str and _as_written(text, objects_only))):
+    ``fast=False`` skips the fast path (:func:`as_written`; the tests compare both)."""
+    if fast and (text == "{}" or as_written(text, objects_only)):
         return None, []
     if not isinstance(text, str):
         return f"is {type(text).__name__}, not JSON text", []
