@@ -22,8 +22,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
-from itertools import chain, islice
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +41,7 @@ from persistence.import_sqlite.layout3_events import (
     check_snapshots,
     copy_events,
 )
-from persistence.import_sqlite.layout3_json import all_same_json, same_json
+from persistence.import_sqlite.layout3_json import same_json
 from persistence.import_sqlite.layout3_tables import (
     check_tables,
     read_other,
@@ -204,18 +202,24 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
             "payload, metadata FROM events ORDER BY rowid"
         )
         # streamed: the server renders the next rows while these are compared
-        stream = cursor.stream(_STORED_EVENTS, (data.max_rowid,), size=_CHUNK)
-        while stored := list(islice(stream, 10_000)):
-            file_rows: Iterator[Any] = raw
-            if not left_out:  # the fast path: the whole chunk compared at once, in C
-                ahead = raw.fetchmany(len(stored))
-                if _same_events(stored, ahead):
-                    compared += len(stored)
-                    bar.update(compared)
-                    continue
-                file_rows = chain(ahead, raw)  # row by row, to name the difference
-            compared += _compare_events(stored, file_rows, left_out)
-            bar.update(compared)
+        for stored in cursor.stream(_STORED_EVENTS, (data.max_rowid,), size=_CHUNK):
+            row = next(raw, None)
+            while row is not None and left_out and (row[1], row[2]) in left_out:
+                row = next(raw, None)
+            if row is None:
+                raise ImportFailed(
+                    f"verification failed: stored event {stored[0]} has no row in the file; "
+                    "nothing was imported"
+                )
+            if stored[:6] != row[:6]:
+                raise _mismatch("event rowid", row[0], "identity")
+            if not same_json(stored[6], row[6]):
+                raise _mismatch("event rowid", row[0], "payload")
+            if stored[7] != row[7] and not same_json(stored[7], row[7]):
+                raise _mismatch("event rowid", row[0], "metadata")
+            compared += 1
+            if not compared % 10_000:
+                bar.update(compared)
         bar.update(compared, final=True)
         if next((r for r in raw if (r[1], r[2]) not in left_out), None) is not None:
             raise ImportFailed("verification failed: the file has events PostgreSQL lacks")
@@ -239,43 +243,6 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
             else {}
         )
     )
-
-
-_IDENTITY = itemgetter(slice(0, 6))
-_PAYLOAD, _METADATA = itemgetter(6), itemgetter(7)
-
-
-def _same_events(stored: list[Any], file_rows: list[Any]) -> bool:
-    """Whether the chunks are the same events, every column, by ``all_same_json`` for JSON."""
-    return (
-        len(stored) == len(file_rows)
-        and list(map(_IDENTITY, stored)) == list(map(_IDENTITY, file_rows))
-        and all_same_json(
-            [*map(_PAYLOAD, stored), *map(_METADATA, stored)],
-            [*map(_PAYLOAD, file_rows), *map(_METADATA, file_rows)],
-        )
-    )
-
-
-def _compare_events(stored: list[Any], raw: Iterator[Any], left_out: set[Any]) -> int:
-    """Compare stored events with the file's next rows (the aggregates left out skipped), one by
-    one, failing at the first difference; returns how many were compared."""
-    for event in stored:
-        row = next(raw, None)
-        while row is not None and left_out and (row[1], row[2]) in left_out:
-            row = next(raw, None)
-        if row is None:
-            raise ImportFailed(
-                f"verification failed: stored event {event[0]} has no row in the file; "
-                "nothing was imported"
-            )
-        if event[:6] != row[:6]:
-            raise _mismatch("event rowid", row[0], "identity")
-        if not same_json(event[6], row[6]):
-            raise _mismatch("event rowid", row[0], "payload")
-        if event[7] != row[7] and not same_json(event[7], row[7]):
-            raise _mismatch("event rowid", row[0], "metadata")
-    return len(stored)
 
 
 def _verify_snapshots(run: Run, data: EventStore) -> int:

@@ -25,20 +25,10 @@ import json
 import re
 import threading
 from decimal import Decimal
-from itertools import repeat
 from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
-from operator import itemgetter
 from typing import Any
 
-__all__ = [
-    "Number",
-    "all_as_written",
-    "all_same_json",
-    "as_written",
-    "canonical",
-    "check_json",
-    "same_json",
-]
+__all__ = ["Number", "as_written", "canonical", "check_json", "same_json"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_BEFORE, _MAX_AFTER = 131_072, 16_383
@@ -162,27 +152,6 @@ def as_written(text: Any, objects_only: bool = True) -> bool:
         return False
 
 
-def all_as_written(texts: list[Any]) -> bool:
-    """Whether every text of ``texts`` passes :func:`as_written` (objects only), found for the
-    whole batch at once: each step mapped over the batch in C, no Python call per text. False
-    may also mean a batch of mixed spellings: then ask each text."""
-    if not texts:
-        return True
-    try:
-        if set(map(type, texts)) != {str} or "\\u" in "".join(texts):
-            return False
-        scanned = list(map(_FAST_SCAN, texts, repeat(0)))
-        values = list(map(itemgetter(0), scanned))
-        if list(map(itemgetter(1), scanned)) != list(map(len, texts)):
-            return False
-        if set(map(type, values)) != {dict}:
-            return False
-        encoded = map(_ENCODERS['": ' in texts[0]], values, repeat(0))
-        return list(map("".join, encoded)) == texts
-    except (StopIteration, ValueError, RecursionError, OverflowError):
-        return False
-
-
 def check_json(
     text: Any, *, objects_only: bool = True, fast: bool = True
 ) -> tuple[str | None, list[tuple[str, str]]]:
@@ -219,21 +188,6 @@ _AS_WRITTEN = json.JSONDecoder(parse_float=Number, parse_int=Number)
 
 
 _SCAN = _AS_WRITTEN.scan_once  # type: ignore[attr-defined]  # the C scanner itself: decode's Python wrapper costs as much
-
-
-def all_same_json(held: list[str], written: list[str]) -> bool:
-    """Whether each pair is the same JSON by :func:`same_json`'s fast rule (equal values, numbers
-    as written), for the whole batch at once in C. False: compare pair by pair."""
-    try:
-        ours = list(map(_SCAN, held, repeat(0)))
-        theirs = list(map(_SCAN, written, repeat(0)))
-    except (StopIteration, ValueError, RecursionError):
-        return False
-    return (
-        list(map(itemgetter(0), ours)) == list(map(itemgetter(0), theirs))
-        and list(map(itemgetter(1), ours)) == list(map(len, held))
-        and list(map(itemgetter(1), theirs)) == list(map(len, written))
-    )
 
 
 def same_json(held: str, written: str) -> bool:
