@@ -129,6 +129,39 @@ def test_json_jsonb_would_alter_refuses_the_import(
     assert reason in problem.reason
 
 
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("aggregate_id", "", "must be text of 1 to 256 characters"),
+        ("aggregate_id", "x" * 257, "must be text of 1 to 256 characters"),
+        ("aggregate_id", "A\x00B", "NUL character"),
+        ("aggregate_type", b"P", "must be text of 1 to 100 characters"),  # a blob
+        ("event_type", "E" * 201, "must be text of 1 to 200 characters"),
+        ("event_version", None, "must be text of 1 to 32 characters"),
+        ("sequence", "one", "must be an integer from 1"),
+        ("sequence", 0, "must be an integer from 1"),
+    ],
+)
+def test_an_event_column_postgresql_refuses_is_named(
+    tmp_path: Path, empty_database_url: str, column: str, value: Any, reason: str
+) -> None:
+    """Texts and sequences are checked by one SQLite expression per row (layout3_events)."""
+    path = tmp_path / "bot.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(SCHEMA.replace("NOT NULL", ""))  # the bot's columns, unenforced
+        add_event(conn, "Position", "AAPL", 1, {"n": 1})
+        bad = add_event(conn, "Position", "TSLA", 1, {"n": 1})
+        conn.execute(f"UPDATE events SET {column} = ? WHERE rowid = ?", (value, bad))
+    problems: list[Problem] = []
+    with pytest.raises(ImportFailed, match="nothing was imported"):
+        import_sqlite(path, Settings.from_env(url=empty_database_url), on_problem=problems.append)
+    [problem] = problems
+    assert (problem.sqlite_id, problem.column) == (bad, column)
+    assert reason in problem.reason
+    with psycopg.connect(empty_database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM events").fetchone() == (0,)
+
+
 def test_a_gap_not_explained_by_a_snapshot_refuses(tmp_path: Path, empty_database_url: str) -> None:
     path = tmp_path / "bot.db"
     with store(path) as conn:

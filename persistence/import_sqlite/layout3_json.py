@@ -3,9 +3,10 @@
 :func:`check_json` parses a payload or metadata text the way jsonb would store it and returns
 why jsonb cannot hold it unchanged (``None`` when it can), plus the numbers jsonb spells
 differently (same value); most texts take its fast path (:func:`as_written`: one C parse and
-one C encode), the rest the full parse below. :func:`canonical` parses a text into a structure two sides can be
-compared with: objects as dicts (jsonb keeps no key order), numbers as their exact decimal in the
-spelling jsonb gives them back, so the verification compares values and their scale.
+one C encode), the rest the full parse below. :func:`canonical` parses a text into a structure
+two sides can be compared with: objects as dicts (jsonb keeps no key order), numbers as their
+exact decimal in the spelling jsonb gives them back, so the verification compares values and
+their scale.
 
 The rules:
 
