@@ -375,3 +375,19 @@ def test_the_event_stores_indexes_end_as_the_migration_made_them(
     with psycopg.connect(empty_database_url) as conn:
         assert conn.execute(_INDEXES).fetchall() == want
         assert conn.execute("SELECT count(*) FROM events").fetchone() == (3,)
+
+
+def test_positions_already_taken_refuse_the_import_before_anything_is_written(
+    tmp_path: Path, empty_database_url: str
+) -> None:
+    """Checked before the events are written while checked: a second import of the same file
+    finds its rowids taken and writes nothing more."""
+    path = tmp_path / "bot.db"
+    with store(path) as conn:
+        add_event(conn, "Position", "AAPL", 1, {"n": 1})
+        add_event(conn, "Position", "TSLA", 1, {"n": 1})
+    run(path, empty_database_url)
+    before = events(empty_database_url)
+    with pytest.raises(ImportFailed, match=r"already holds 2 event\(s\) at positions up to"):
+        run(path, empty_database_url)
+    assert events(empty_database_url) == before
