@@ -2,9 +2,11 @@
 
 :func:`check_json` parses a payload or metadata text the way jsonb would store it and returns
 why jsonb cannot hold it unchanged (``None`` when it can), plus the numbers jsonb spells
-differently (same value). :func:`canonical` parses a text into a structure two sides can be
-compared with: objects as dicts (jsonb keeps no key order), numbers as their exact decimal in the
-spelling jsonb gives them back, so the verification compares values and their scale.
+differently (same value); most texts take its fast path (:func:`as_written`: one C parse and
+one C encode), the rest the full parse below. :func:`canonical` parses a text into a structure
+two sides can be compared with: objects as dicts (jsonb keeps no key order), numbers as their
+exact decimal in the spelling jsonb gives them back, so the verification compares values and
+their scale.
 
 The rules:
 
@@ -25,9 +27,10 @@ import json
 import re
 import threading
 from decimal import Decimal
+from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
 from typing import Any
 
-__all__ = ["Number", "canonical", "check_json", "same_json"]
+__all__ = ["Number", "as_written", "canonical", "check_json", "same_json"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _MAX_BEFORE, _MAX_AFTER = 131_072, 16_383
@@ -104,9 +107,61 @@ def _strings(value: Any) -> Any:
             yield from _strings(item)
 
 
-def check_json(text: Any, *, objects_only: bool = True) -> tuple[str | None, list[tuple[str, str]]]:
+class _Slow(ValueError):
+    """A number the fast path leaves to the full check."""
+
+
+def _plain_float(text: str) -> float:
+    """A float jsonb keeps as written (no exponent, not a negative zero), else _Slow."""
+    value = float(text)
+    if "e" in text or "E" in text or (not value and text[0] == "-"):
+        raise _Slow(text)
+    return value
+
+
+_FAST_SCAN = json.JSONDecoder(parse_float=_plain_float).scan_once  # type: ignore[attr-defined]
+_ENCODERS = {
+    # Python's own encoders, in C, for the two spellings of a JSON text Python and serde write
+    spaced: c_make_encoder(
+        None,
+        None,
+        c_encode_basestring,
+        None,
+        ": " if spaced else ":",
+        ", " if spaced else ",",
+        False,
+        False,
+        False,
+    )
+    for spaced in (True, False)
+}
+
+
+def as_written(text: Any, objects_only: bool = True) -> bool:
+    """The fast path: whether ``text`` is, character for character, what Python's encoder
+    writes (spaced, or compact as serde_json writes it) for the value it parses to, with
+    plain numbers only and no ``\\u`` escape. Such a text has no duplicate key (the
+    re-encoded object would lack one), no NaN (refused by the encoder), no escaped NUL or lone
+    surrogate, and no number jsonb spells otherwise; everything else takes the full check."""
+    if type(text) is not str or "\\u" in text:
+        return False
+    try:
+        value, end = _FAST_SCAN(text, 0)
+        if end != len(text) or (objects_only and type(value) is not dict):
+            return False
+        return "".join(_ENCODERS['": ' in text](value, 0)) == text
+    except (StopIteration, ValueError, RecursionError, OverflowError):
+        return False
+
+
+def check_json(
+    text: Any, *, objects_only: bool = True, fast: bool = True
+) -> tuple[str | None, list[tuple[str, str]]]:
     """Why jsonb cannot hold ``text`` as it is (None if it can), and each number jsonb would
-    spell differently, as (written, stored). Events and snapshots hold objects only."""
+    spell differently, as (written, stored). Events and snapshots hold objects only.
+    ``fast=False`` skips the fast path (:func:`as_written`; the tests compare both)."""
+    if fast and (text == "{}" or as_written(text, objects_only)):
+        return None, []
     if not isinstance(text, str):
         return f"is {type(text).__name__}, not JSON text", []
     respelled: list[tuple[str, str]] = []
@@ -134,14 +189,25 @@ def check_json(text: Any, *, objects_only: bool = True) -> tuple[str | None, lis
 _AS_WRITTEN = json.JSONDecoder(parse_float=Number, parse_int=Number)
 
 
+_SCAN = _AS_WRITTEN.scan_once  # type: ignore[attr-defined]  # the C scanner itself: decode's Python wrapper costs as much
+
+
 def same_json(held: str, written: str) -> bool:
     """Whether the texts are the same JSON by value and number spelling (PostgreSQL's ``held``
     and the file's ``written``): equal as written, else equal once jsonb's respelling
     (``1.0e2`` as ``100``) is applied to both."""
-    return held == written or (
-        _AS_WRITTEN.decode(held) == _AS_WRITTEN.decode(written)
-        or canonical(held) == canonical(written)
-    )
+    if held == written:
+        return True
+    try:
+        value, end = _SCAN(held, 0)
+        other, other_end = _SCAN(written, 0)
+        if value == other and end == len(held) and other_end == len(written):
+            return True
+    except (StopIteration, ValueError, RecursionError):
+        pass  # whitespace around the value, or worse: the full decoders below say
+    if _AS_WRITTEN.decode(held) == _AS_WRITTEN.decode(written):
+        return True
+    return bool(canonical(held) == canonical(written))
 
 
 def canonical(text: str) -> Any:
