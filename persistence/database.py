@@ -50,6 +50,7 @@ from persistence.errors import DatabaseUnavailable, PersistenceError
 from persistence.event_store import drivers
 from persistence.health import HealthReport, async_health_check, health_check
 from persistence.operations import NONE, Operation, Query
+from persistence.pools import AsyncPool, Pool
 from persistence.repositories import Async, EventStore, M, Sync
 from persistence.runners import arun_on, run_on
 from persistence.tokens import Keyring, keyring_for
@@ -160,9 +161,6 @@ class _Pooled(Repositories[M], Generic[P, M]):
             self._server_down = True
         return translate(exc)
 
-    def _wait(self, timeout: float | None) -> float:
-        return self.settings.acquire_timeout if timeout is None else timeout
-
 
 def _prepare(url: str | None, settings: dict[str, Any]) -> Settings:
     if url is not None:
@@ -175,7 +173,7 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
 
     def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None = None) -> None:
         super().__init__(settings, conninfo, keyring)
-        self._pool = ConnectionPool(
+        self._pool = Pool(
             connection_class=DeadlineConnection,
             check=pool_check(partial(self._probe, settings.connect_timeout)),
             configure=self._configure,
@@ -241,7 +239,7 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
 
         While the server is known to be down, a probe fails at once instead of waiting.
         """
-        wait = self._wait(timeout)
+        wait = self.settings.acquire_timeout if timeout is None else timeout
         try:
             if self._server_down:
                 self._probe(wait)
@@ -326,7 +324,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
 
     def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None = None) -> None:
         super().__init__(settings, conninfo, keyring)
-        self._pool = AsyncConnectionPool(
+        self._pool = AsyncPool(
             connection_class=AsyncDeadlineConnection,
             check=async_pool_check(partial(self._probe, settings.connect_timeout)),
             configure=self._configure,
@@ -383,7 +381,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
         self._server_down = False
 
     async def _getconn(self, timeout: float | None = None) -> AsyncDeadlineConnection:
-        wait = self._wait(timeout)
+        wait = self.settings.acquire_timeout if timeout is None else timeout
         try:
             if self._server_down:
                 await self._probe(wait)
