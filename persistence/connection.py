@@ -113,10 +113,12 @@ class SyncRep:
         if diag.sqlstate == "01000" and SYNC_REP_CANCELLED in message:
             self.unreplicated = message
 
-    def note(self, stored: Callable[[Any], bool] | None, result: Any) -> None:
-        """An operation's result: ``stored(result)``, it found its write stored already."""
+    def note(self, stored: Callable[[Any], bool] | None, result: Any) -> bool:
+        """An operation's result: ``stored(result)``, it found its write stored already.
+        Whether the database must settle after it: a confirm due, or a commit not replicated."""
         if stored is not None and stored(result):
             self.confirm = True
+        return self.confirm or self.unreplicated is not None
 
     def must_confirm(self) -> bool:
         """Whether ``CONFIRM`` must run now (once: it resets the flag)."""

@@ -259,8 +259,8 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
             conn.deadline = timeout
         try:
             result: T = run_on(conn, op)
-            conn.sync_rep.note(op.stored, result)
-            self._settle(conn)
+            if conn.sync_rep.note(op.stored, result):
+                self._settle(conn)
             return result
         except psycopg.Error as exc:
             raise self._failed(conn, exc) from None
@@ -396,8 +396,8 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
             conn.deadline = timeout
         try:
             result: T = await arun_on(conn, op)
-            conn.sync_rep.note(op.stored, result)
-            await self._settle(conn)
+            if conn.sync_rep.note(op.stored, result):
+                await self._settle(conn)
             return result
         except psycopg.Error as exc:
             raise self._failed(conn, exc) from None

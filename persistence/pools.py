@@ -20,6 +20,7 @@ The state read here is psycopg_pool's private state, checked against psycopg_poo
 
 from __future__ import annotations
 
+import logging
 from time import monotonic
 from typing import Any
 
@@ -27,6 +28,8 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout
 
 __all__ = ["AsyncPool", "Pool"]
+
+logger = logging.getLogger(__name__)
 
 IDLE = TransactionStatus.IDLE
 REQUESTS = ConnectionPool._REQUESTS_NUM
@@ -71,8 +74,10 @@ class Pool(ConnectionPool[Any]):
         if conn is None:
             return super().getconn(timeout)
         try:
-            self._check_connection(conn)
-        except Exception:
+            if self._check is not None:  # psycopg_pool's _check_connection, a call less
+                self._check(conn)
+        except Exception as exc:
+            logger.info("connection failed check: %s", exc)
             self._putconn(conn, from_getconn=True)  # the pool replaces it, as its own path does
             self._stats[REQUESTS] -= 1  # counted again by the full path
             return super().getconn(_left(self, timeout, started))
@@ -105,8 +110,10 @@ class AsyncPool(AsyncConnectionPool[Any]):
         self._nconns_min = min(self._nconns_min, len(self._pool))
         self._stats[REQUESTS] += 1
         try:
-            await self._check_connection(conn)
-        except Exception:
+            if self._check is not None:  # psycopg_pool's _check_connection, a coroutine less
+                await self._check(conn)
+        except Exception as exc:
+            logger.info("connection failed check: %s", exc)
             await self._putconn(conn, from_getconn=True)
             self._stats[REQUESTS] -= 1
             return await super().getconn(_left(self, timeout, started))
