@@ -183,6 +183,18 @@ def run_on_get(env: Env) -> Loop:
     return _calls(lambda: run_on(conn, next(ops)))
 
 
+def run_on_get_binary(env: Env) -> Loop:
+    """run_on_get with the row in PostgreSQL's binary format (``Query(binary=True)``)."""
+    db = env.db()
+    conn = db.pool.getconn()
+    env.stack.callback(db.pool.putconn, conn)
+    built = [trade_ops.get(h, i) for h, i in env.keys]
+    for op in built:
+        op.binary = True
+    ops = cycle(built)
+    return _calls(lambda: run_on(conn, next(ops)))
+
+
 def decode(env: Env) -> Loop:
     with psycopg.connect(env.url) as conn:
         row = conn.execute(queries.SELECT_TRADE_BY_KEY, next(_params(env.keys))).fetchone()
@@ -301,6 +313,7 @@ SCENARIOS: list[tuple[str, Callable[[Env], Loop], str]] = [
     ("get, sync", checkout, "pool checkout + return (with the idle check)"),
     ("get, sync", idle_check, "idle check alone (`pool_check`: one poll)"),
     ("get, sync", run_on_get, "runner on a held connection: execute, fetch, decode"),
+    ("get, sync", run_on_get_binary, "the same, the row in binary format"),
     ("get, sync", decode, "row decode alone (`trade_from_row`)"),
     ("get, sync", deadline_wait, "`wait` with the deadline (per wait, no I/O)"),
     ("get, sync", plain_wait, "psycopg's own `wait` (per wait, no I/O)"),
