@@ -225,8 +225,11 @@ def _stirred(conn: Any) -> bool:
     """
     if conn.closed:
         raise psycopg.OperationalError("connection is closed")
-    poller = select.poll()
-    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    try:  # one poller per connection, made at its first check: its socket never changes
+        poller = conn.idle_poller
+    except AttributeError:
+        poller = conn.idle_poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
     return bool(poller.poll(0))
 
 
