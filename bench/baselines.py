@@ -13,8 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 from persistence import Trade
+from persistence.import_sqlite.sample1 import SCHEMA
+from persistence.import_sqlite.sample2 import BATCHING_SCHEMA, bot_record_fill, bot_settle
 from persistence.tables import TRADE_COLUMNS
-from tests.bot_store import BATCHING_SCHEMA, SCHEMA, bot_record_fill, bot_settle
 
 SQLITE_COLUMNS = tuple(c for c in TRADE_COLUMNS if c != "id")
 SQLITE_INSERT = (
@@ -146,7 +147,7 @@ def _take_lease(conn: sqlite3.Connection, symbol: str) -> None:
 
 def sqlite_record_fill(conn: sqlite3.Connection, fill: tuple[Any, ...]) -> int | None:
     """The bot's record_fill under its lease: lease the symbol, then in one transaction store
-    the fill, accumulate and start an execution when due (``tests.bot_store``), release.
+    the fill, accumulate and start an execution when due (``import_sqlite.sample2``), release.
 
     Returns the fill's id, or None for "already stored". As in the bot, a "database is locked"
     error is taken for "already stored": that is how a fill was lost.

@@ -86,6 +86,13 @@ _BY_CLASS: tuple[tuple[_Kinds, type[PersistenceError], str], ...] = (
     ),
     (pg.LockNotAvailable, DatabaseUnavailable, "a lock was not granted in time: {}"),
     (
+        pg.ReadOnlySqlTransaction,
+        DatabaseUnavailable,
+        "the server is read-only: {}. It is a standby: a primary being demoted in a failover "
+        "(nothing was written, the connection was dropped, and a retry goes where writes go "
+        "now), or a handle for reads (a replica's URL): write through the primary's",
+    ),
+    (
         (psycopg.OperationalError, psycopg.InterfaceError),
         DatabaseUnavailable,
         "the database connection failed: {}; a write under way may have landed before it "

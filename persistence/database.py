@@ -6,9 +6,9 @@ back. Outside a transaction every operation is one statement in autocommit: one 
 While the server is known to be down, operations fail at once with DatabaseUnavailable
 instead of waiting for a pooled connection; the first one after it is back succeeds.
 
-psycopg's errors become ours at two points: where a connection is borrowed (``_getconn``), and
-``_failed`` for everything that runs on a borrowed one (an operation, a transaction block, a
-savepoint), which also notes a server that went away. A commit acknowledged only locally
+psycopg's errors become ours where a connection is borrowed (``_getconn``), and in ``_failed``
+for all that runs on a borrowed one (an operation, a block, a savepoint), which also notes a
+server that went away or became read-only. A commit acknowledged only locally
 (``connection.SyncRep``) raises CommitNotReplicated after the operation or the block's commit
 (``_settle``); a write that found itself stored already waits for the standby first.
 """
@@ -63,8 +63,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 P = TypeVar("P", ConnectionPool[Any], AsyncConnectionPool[Any])
 
-# The pool retries a lost connection with a growing delay; giving up after this many seconds
-# lets the next request start a fresh attempt at once, so recovery never waits on a long backoff.
+# The pool ends a lost connection's growing retries after this long: the next request starts anew.
 RECONNECT_TIMEOUT = 5.0
 # Connections lent to user code (transaction blocks) may have changed session settings.
 RESET = "RESET ALL"
@@ -155,10 +154,12 @@ class _Pooled(Repositories[M], Generic[P, M]):
         )
 
     def _failed(self, conn: Any, exc: psycopg.Error) -> PersistenceError:
-        """Our error for one raised on a borrowed connection; a broken connection marks the
-        server down, so that the next call probes it instead of waiting for the pool."""
+        """Our error for one raised on a borrowed connection. A broken one marks the server down
+        (the next call probes it, not the pool); one on a read-only server is dropped."""
         if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError) and conn.broken:
             self._server_down = True
+        elif isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+            conn.pgconn.finish()  # the pool discards it (sync or async: libpq's own close)
         return translate(exc)
 
 
@@ -190,8 +191,7 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
         config = _prepare(url, settings)
         keyring = keyring_for(config)  # a bad key fails here, before any connection
         conninfo = build_conninfo(config, server_url(config))
-        # one direct connection first: it gives the real reason (refused, auth, timeout), which
-        # the pool's background workers only log
+        # one direct connection first: the real reason (refused, auth...), not only in the log
         open_connection(conninfo, wait=wait).close()
         db = cls(config, conninfo, keyring)
         try:

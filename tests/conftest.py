@@ -12,8 +12,11 @@ Tests that need no server (models, queries, config) run anywhere: ``pytest -m "n
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,13 +231,20 @@ def empty_database_url(admin_url: str, _empty_database: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def scratch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A throwaway embedded cluster that tests may stop, start and reconfigure."""
+def scratch_server() -> Iterator[Any]:
+    """A throwaway embedded cluster that tests may stop, start and reconfigure.
+
+    Its folder is its own, not pytest's: a pytest run started meanwhile on the machine resets
+    /tmp/pytest-of-<user> to mode 0700, which shuts the server's own system user out of it."""
     from persistence.embedded import EmbeddedServer
 
-    server = EmbeddedServer(tmp_path_factory.mktemp("scratch") / "pgdata").start()
-    yield server
-    server.stop(mode="immediate")
+    base = Path(tempfile.mkdtemp(prefix="persistence-scratch-"))
+    try:
+        server = EmbeddedServer(base / "pgdata").start()
+        yield server
+        server.stop(mode="immediate")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

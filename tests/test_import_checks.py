@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from persistence import Settings, migrate
-from persistence.import_sqlite import ImportFailed, Problem, import_sqlite
+from persistence.import_sqlite import ImportFailed, Problem, import_sqlite, sample3
 from tests import bot_store
 from tests.test_batching import violations
 from tests.test_import_batching import EVENTS, STEPS
@@ -201,3 +201,35 @@ def test_a_file_of_neither_layout_is_refused(
         run(path, empty_database_url)
     with psycopg.connect(empty_database_url) as target:
         assert target.execute("SELECT to_regclass('trades')").fetchone() == (None,)
+
+
+# --- the third layout's verification of events -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("""NEW.payload := NEW.payload || '{"x": 1}'""", "event rowid 3 payload"),
+        ("""NEW.payload := '{"n": 3.0}'""", "event rowid 3 payload"),  # same value, respelled
+        ("""NEW.payload := '{"n": true}'""", "event rowid 3 payload"),
+        ("""NEW.metadata := '{"by": "trigger"}'""", "event rowid 3 metadata"),
+        ("NEW.event_version := '2'", "event rowid 3 identity"),
+        ("RETURN NULL", "event rowid 3 identity"),  # lost: the next stored is rowid 4
+    ],
+)
+def test_an_event_that_differs_from_the_file_fails_the_import(
+    tmp_path: Path, empty_database_url: str, change: str, named: str
+) -> None:
+    """Verification compares every event with the file re-read: whatever changes one on the
+    way in (here a trigger) is named, and nothing is written."""
+    path = tmp_path / "bot.db"
+    with sqlite3.connect(path) as conn:
+        conn.executescript(sample3.SCHEMA)
+        for n in range(1, 6):
+            sample3.add_event(conn, "Position", "AAPL", n, {"n": n})
+    with_trigger(
+        empty_database_url, "events", f"IF NEW.position = 3 THEN {change}; END IF; RETURN NEW;"
+    )
+    with pytest.raises(ImportFailed, match=f"verification failed: {named} differs"):
+        run(path, empty_database_url)
+    assert count(empty_database_url, "events") == 0

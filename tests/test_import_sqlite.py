@@ -7,7 +7,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -27,7 +26,7 @@ from persistence.import_sqlite import (
 )
 from persistence.models import AMOUNT, IO_RATIO, PRICE_CENTS
 from tests import bot_store
-from tests.support import environment_without, migrated_database
+from tests.support import environment_without, kill_during_copy, migrated_database
 
 AUTH = {
     "access_token": "SECRET-access",
@@ -300,20 +299,7 @@ def test_kill_9_mid_import_then_rerun_equals_an_uninterrupted_import(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 60
-    with psycopg.connect(empty_database_url, autocommit=True) as watcher:
-        while time.monotonic() < deadline:
-            copying = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND query LIKE %s",
-                (f'COPY "{STAGE}"%',),
-            ).fetchone()
-            if copying and copying[0]:
-                break
-            time.sleep(0.05)
-        time.sleep(0.1)  # into the copy, which takes seconds for this file
-    importer.send_signal(signal.SIGKILL)
-    importer.wait(30)
+    kill_during_copy(importer, empty_database_url, f'COPY "{STAGE}"%')
     assert importer.returncode == -signal.SIGKILL
     assert stored(empty_database_url) == []
     result, _ = run(path, empty_database_url)

@@ -119,3 +119,56 @@ def test_a_retry_succeeds_only_once_a_standby_confirms(
             with db.transaction() as tx:
                 assert tx.trades.insert(trade) is None
     assert _trades(lonely, trade.tx_hash) == 1
+
+
+def test_a_repeated_move_succeeds_only_once_a_standby_confirms(
+    lonely: LonelyPrimary, open_database: Any
+) -> None:
+    """A move repeated after an ambiguous first attempt (same values: a no-op that writes
+    nothing) reports success only once a standby confirms, as a repeated insert does."""
+    from persistence import NewEvent, Snapshot
+
+    trade = make_trade()
+    stream = f"repeat-{trade.tx_hash[:12]}"
+    with open_database(lonely.url) as db:
+        with lonely.standby_back():  # the first attempts, replicated
+            db.trades.insert(trade)
+            db.trades.update_status(trade.tx_hash, 0, "COMPLETED", schwab_order_id="S-1")
+            execution = db.fills.record(make_fill(amount="1", symbol="REPT")).execution
+            assert execution is not None
+            db.executions.complete(execution.id, order_id="S-2", price_cents=100)
+            event_id = db.events.enqueue(trade.tx_hash, 0, 1, {"block": 1})
+            with db.transaction() as tx:
+                tx.events.mark_processed(event_id)
+            db.event_store.append("Repeat", stream, [NewEvent("Made", {})], expected_sequence=0)
+            snapshot = Snapshot("Repeat", stream, 1, 1, {"n": 1})
+            assert db.event_store.save_snapshot(snapshot)
+            with db.transaction() as tx:
+                tx.checkpoints.advance(stream, 5)
+        repeats = {
+            "update_status": lambda: db.trades.update_status(
+                trade.tx_hash, 0, "COMPLETED", schwab_order_id="S-1"
+            ),
+            "complete": lambda: db.executions.complete(
+                execution.id, order_id="S-2", price_cents=100
+            ),
+            "save_snapshot": lambda: db.event_store.save_snapshot(snapshot),
+        }
+        blocks = {  # the queue and the checkpoints are moved inside the caller's transaction
+            "mark_processed": lambda tx: tx.events.mark_processed(event_id),
+            "advance": lambda tx: tx.checkpoints.advance(stream, 5),
+        }
+        with Canceller(lonely):
+            for name, repeat in repeats.items():
+                with pytest.raises(CommitNotReplicated):
+                    repeat()
+                    pytest.fail(f"{name}: a repeat reported success with no standby")
+            for move in blocks.values():
+                with pytest.raises(CommitNotReplicated), db.transaction() as tx:
+                    move(tx)
+        with lonely.standby_back():
+            for repeat in repeats.values():
+                repeat()
+            for move in blocks.values():
+                with db.transaction() as tx:
+                    move(tx)

@@ -1,5 +1,8 @@
 """``python -m persistence.import_sqlite PATH``: parse arguments, import, print the outcome.
 
+``--make-sample FILE [--layout 1|2|3]`` writes a small store in one of the bot's layouts
+(``sample1``, ``sample2``, ``sample3``) instead, to try the import without the bot.
+
 Exit codes: 0 imported (or, with --dry-run, would import), 1 invalid rows, a damaged file or a
 failed verification (nothing was written), 2 bad usage or configuration (the path is not a file,
 not SQLite, or not the bot's database), 5 the database is unavailable, 6 the server refused the
@@ -30,12 +33,21 @@ from persistence._cli import (
 )
 from persistence.config import Settings
 from persistence.errors import PersistenceError
-from persistence.import_sqlite import LAYOUTS, Problem, import_sqlite, progress_stream
+from persistence.import_sqlite import (
+    LAYOUTS,
+    Problem,
+    import_sqlite,
+    progress_stream,
+    sample1,
+    sample2,
+    sample3,
+)
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 EXIT_CODES = (OK, FAILED, USAGE, UNAVAILABLE, AUTHENTICATION)
 
 SHOWN = 10
+SAMPLES = {1: sample1.make_sample, 2: sample2.make_sample, 3: sample3.make_sample}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -47,7 +59,22 @@ def main(argv: list[str] | None = None) -> int:
         "(nothing written), 2 usage or configuration (not a file, not SQLite, not the bot's), "
         "5 database unavailable, 6 credentials refused",
     )
-    parser.add_argument("path", type=Path, help="the bot's SQLite file (opened read-only)")
+    parser.add_argument(
+        "path", type=Path, nargs="?", help="the bot's SQLite file (opened read-only)"
+    )
+    parser.add_argument(
+        "--make-sample",
+        type=Path,
+        metavar="FILE",
+        help="write a small store in one of the bot's layouts to FILE (a new file), and exit",
+    )
+    parser.add_argument(
+        "--layout",
+        type=int,
+        choices=(1, 2, 3),
+        default=3,
+        help="the layout --make-sample writes (default 3, the bot's event store)",
+    )
     parser.add_argument("--database-url", help="default: DATABASE_URL, else the embedded server")
     parser.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
     parser.add_argument(
@@ -57,7 +84,23 @@ def main(argv: list[str] | None = None) -> int:
         help="JSON lines, one per invalid row or noted change (default: import-report.jsonl)",
     )
     parser.add_argument("--skip-invalid", action="store_true", help="import the valid rows only")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress on stderr (default: redrawn on a terminal, else a line per phase)",
+    )
     args = parser.parse_args(argv)
+    if args.make_sample is not None:
+        if args.path is not None:
+            parser.error("give either PATH (to import) or --make-sample FILE, not both")
+        if args.make_sample.exists():
+            parser.error(f"{args.make_sample} exists: --make-sample writes a new file")
+        SAMPLES[args.layout](args.make_sample)
+        print(f"wrote the bot's layout {args.layout} to {args.make_sample}: import it with")
+        print(f"  python -m persistence.import_sqlite {args.make_sample}")
+        return 0
+    if args.path is None:
+        parser.error("give the path of the bot's SQLite file (or --make-sample FILE)")
     if not args.path.is_file():
         parser.error(f"{args.path} is not a file: give the path of the bot's SQLite database")
     wrong = _not_the_bots(args.path)
@@ -82,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 dry_run=args.dry_run,
                 skip_invalid=args.skip_invalid,
                 on_problem=on_problem,
-                progress=progress_stream(),
+                progress=progress_stream(quiet=args.quiet),
             )
         except PersistenceError as exc:
             _summarise(tally, first, args.report)

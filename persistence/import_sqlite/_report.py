@@ -107,25 +107,42 @@ class ImportReport:
 
 
 class Progress:
-    """A one-line progress display on a terminal; silent otherwise."""
+    """One phase's progress (``phase``: what is done to the rows, e.g. "events: checked").
 
-    def __init__(self, total: int, stream: IO[str] | None) -> None:
-        self.total, self.stream, self.started, self.shown = total, stream, time.monotonic(), 0.0
+    On a terminal: one line redrawn in place (phase, rows, rate, a bar). Elsewhere (a log, CI):
+    one line when the phase ends. Silent without a stream (``--quiet``, or the library's
+    default).
+    """
+
+    def __init__(self, total: int, stream: IO[str] | None, phase: str = "rows") -> None:
+        self.total, self.stream, self.phase = total, stream, phase
+        self.started, self.shown = time.monotonic(), 0.0
+        self.terminal = stream is not None and stream.isatty()
 
     def update(self, done: int, *, final: bool = False) -> None:
         now = time.monotonic()
-        if self.stream is None or (not final and now - self.shown < 0.2):
+        if self.stream is None or (not final and (not self.terminal or now - self.shown < 0.2)):
             return
         self.shown = now
-        rate = done / max(now - self.started, 1e-9)
+        seconds = max(now - self.started, 1e-9)
+        rate = done / seconds
+        if not self.terminal:
+            self.stream.write(
+                f"{self.phase}: {done:,} rows in {seconds:.1f} s ({rate:,.0f} rows/s)\n"
+            )
+            self.stream.flush()
+            return
         share = done / self.total if self.total else 1.0
         bar = "#" * int(share * 30)
-        self.stream.write(f"\r[{bar:<30}] {done:,}/{self.total:,} rows, {rate:,.0f} rows/s")
+        self.stream.write(
+            f"\r{self.phase}: [{bar:<30}] {done:,}/{self.total:,} rows, {rate:,.0f} rows/s\x1b[K"
+        )
         if final:
             self.stream.write("\n")
         self.stream.flush()
 
 
-def progress_stream() -> IO[str] | None:
-    """stderr when it is a terminal, else None (quiet in logs and CI)."""
-    return sys.stderr if sys.stderr.isatty() else None
+def progress_stream(*, quiet: bool = False) -> IO[str] | None:
+    """Where the CLI shows progress: stderr (redrawn on a terminal, a line per phase
+    otherwise), or nowhere when ``quiet``."""
+    return None if quiet else sys.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from persistence.import_sqlite._report import ImportFailed, SourceDamaged
 
-__all__ = ["open_read_only", "open_source", "source_error"]
+__all__ = ["open_read_only", "open_source", "open_text", "source_error"]
 
 # SQLite's primary result codes for a damaged file: SQLITE_CORRUPT, SQLITE_NOTADB
 _DAMAGE_CODES = (11, 26)
@@ -20,6 +20,14 @@ _DAMAGE_CODES = (11, 26)
 def open_read_only(path: Path) -> sqlite3.Connection:
     """The SQLite file, opened so that nothing can write to it."""
     return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+
+
+def open_text(path: Path) -> sqlite3.Connection:
+    """The file read-only, text that is not UTF-8 decoded with surrogates (to be named, where
+    the default decoding would fail the whole read)."""
+    conn = open_read_only(path)
+    conn.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+    return conn
 
 
 def open_source(path: Path) -> tuple[sqlite3.Connection, set[str]]:

@@ -44,6 +44,7 @@ from persistence.tables import TRADE_COLUMNS
 
 __all__ = ["BOT_COLUMNS", "LAYOUT", "MONEY_COLUMNS", "STAGE"]
 
+# the money columns of the bot's file: each summed there and in PostgreSQL, then compared
 MONEY_COLUMNS: dict[str, NumericSpec] = {
     "onchain_input_amount": AMOUNT,
     "onchain_output_amount": AMOUNT,
@@ -53,9 +54,28 @@ MONEY_COLUMNS: dict[str, NumericSpec] = {
 }
 TIME_COLUMNS = ("created_at", "completed_at")
 # the bot's SQLite columns, in its order (id first): a row's columns are converted in this
-# order, so a row with several bad values is reported for the first. Model fields added later
-# (none yet) would keep their defaults.
-BOT_COLUMNS = ("id", *(column for column in TRADE_COLUMNS if column != "id"))
+# order, so a row with several bad values is reported for the first. Written out, not taken from
+# TRADE_COLUMNS: the bot's files never gain a column, and a model field added later keeps its
+# default in every imported trade (docs/architecture.md, "Adding a column").
+BOT_COLUMNS = (
+    "id",
+    "tx_hash",
+    "log_index",
+    "onchain_input_symbol",
+    "onchain_input_amount",
+    "onchain_output_symbol",
+    "onchain_output_amount",
+    "onchain_io_ratio",
+    "onchain_price_per_share_cents",
+    "schwab_ticker",
+    "schwab_instruction",
+    "schwab_quantity",
+    "schwab_price_per_share_cents",
+    "status",
+    "schwab_order_id",
+    "created_at",
+    "completed_at",
+)
 STAGE = queries.TRADES_STAGE  # the bulk insert's staging table: trades' types, no constraints
 _STAGE_COLUMNS = queries.quoted(TRADE_COLUMNS)
 _NULLABLE = ("schwab_order_id", "id")
@@ -114,7 +134,7 @@ def read(run: Run) -> Trades:
     data = Trades()
     total = run.source.execute("SELECT count(*) FROM trades").fetchone()[0]
     run.target.execute(queries.CREATE_TRADES_STAGE)
-    bar = Progress(total, run.progress)
+    bar = Progress(total, run.progress, "trades: checked and staged")
     clashing = _same_key_once_lower_cased(run)
     copy_rows(run.target, queries.COPY_TRADES_STAGE, _valid_rows(run, data, clashing, bar))
     return data

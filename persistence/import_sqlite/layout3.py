@@ -1,14 +1,18 @@
 """The third layout: the bot's event store (``events``, ``snapshots``) onto ours (migration 0007).
 
 - detect: an ``events`` table with aggregate_type, aggregate_id and sequence, and ``snapshots``.
-- read: every event and snapshot, in rowid order, each JSON text checked (``layout3_json``:
+- read: every snapshot and event, in rowid order, each JSON text checked (``layout3_json``:
   what jsonb cannot hold is invalid, a number jsonb spells differently is noted); each sequence
-  gap not explained by a snapshot (compaction) is invalid. Nothing is written yet: with
-  ``--skip-invalid`` the aggregates of invalid rows are left out whole.
+  gap not explained by a snapshot (compaction) is invalid (``layout3_events``). With
+  ``--skip-invalid`` the aggregates of invalid rows are left out whole. While every row is
+  valid, the events are COPYed as they are checked (``layout3_events.check_events``), undone
+  at the first invalid one.
 - check: every rowid must lie below this transaction's ``pg_current_xact_id() << 20`` (new
-  appends continue above), and no stored event may hold a position the import needs.
-- write: COPY the events (position = the SQLite rowid, recorded_at = the import's time: the
-  bot's events carry no time) and the snapshots (taken_at from their ``timestamp``).
+  appends continue above), and no stored event may hold a position the import needs (checked
+  before the events are written while checked).
+- write: COPY the events unless written while checked (position = the SQLite rowid,
+  recorded_at = the import's time: the bot's events carry no time) and the snapshots (taken_at
+  from their ``timestamp``).
 - verify: the file re-read, every event and snapshot compared with what PostgreSQL stores, JSON
   by value and number spelling (``layout3_json.canonical``).
 """
@@ -21,60 +25,40 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-import attrs
+import psycopg
 
 from persistence.import_sqlite._layout import Layout, Run
 from persistence.import_sqlite._report import ImportFailed, Progress
 from persistence.import_sqlite._source import open_read_only
 from persistence.import_sqlite._target import copy_rows
-from persistence.import_sqlite.convert import Invalid, to_datetime
-from persistence.import_sqlite.layout3_json import canonical, check_json
+from persistence.import_sqlite.convert import to_datetime
+from persistence.import_sqlite.layout3_events import (
+    EVENT_COLUMNS,
+    SNAPSHOT_COLUMNS,
+    EventStore,
+    check_events,
+    check_gaps,
+    check_snapshots,
+    copy_events,
+)
+from persistence.import_sqlite.layout3_json import same_json
+from persistence.import_sqlite.layout3_tables import (
+    check_tables,
+    read_other,
+    write_tables,
+)
+from persistence.import_sqlite.layout3_verify import verify_tables
 
 __all__ = ["EVENT_COLUMNS", "LAYOUT", "SNAPSHOT_COLUMNS"]
 
-EVENT_COLUMNS = (
-    "aggregate_type",
-    "aggregate_id",
-    "sequence",
-    "event_type",
-    "event_version",
-    "payload",
-    "metadata",
-)
-SNAPSHOT_COLUMNS = (
-    "aggregate_type",
-    "aggregate_id",
-    "last_sequence",
-    "payload",
-    "timestamp",
-    "snapshot_version",
-)
-_EVENTS = f"SELECT rowid, {', '.join(EVENT_COLUMNS)} FROM events ORDER BY rowid"
 _SNAPSHOTS = (
     f"SELECT rowid, {', '.join(SNAPSHOT_COLUMNS)} FROM snapshots "
     "ORDER BY aggregate_type, aggregate_id"
-)
-_COPY_EVENTS = (
-    "COPY events (position, aggregate_type, aggregate_id, sequence, event_type, event_version, "
-    "payload, metadata) FROM STDIN"
 )
 _COPY_SNAPSHOTS = (
     "COPY snapshots (aggregate_type, aggregate_id, last_sequence, snapshot_version, payload, "
     "taken_at) FROM STDIN"
 )
-_TEXT_LIMITS = {"aggregate_type": 100, "aggregate_id": 256, "event_type": 200, "event_version": 32}
-
-
-@attrs.define
-class EventStore:
-    """What the steps learn: counts, the highest rowid, and the aggregates left out."""
-
-    read: dict[str, int] = attrs.field(factory=lambda: {"events": 0, "snapshots": 0})
-    invalid: dict[str, int] = attrs.field(factory=lambda: {"events": 0, "snapshots": 0})
-    inserted: dict[str, int] = attrs.field(factory=lambda: {"events": 0, "snapshots": 0})
-    max_rowid: int = 0
-    left_out: set[tuple[str, str]] = attrs.field(factory=set)
-    sqlx_history: bool = False
 
 
 def detect(path: Path, source: sqlite3.Connection, tables: set[str]) -> bool:
@@ -96,140 +80,45 @@ def detect(path: Path, source: sqlite3.Connection, tables: set[str]) -> bool:
     return True
 
 
-def _bad(run: Run, data: EventStore, table: str, row: sqlite3.Row, column: str, why: str) -> None:
-    """An invalid row: named with its rowid, aggregate and sequence; its aggregate left out."""
-    aggregate = (str(row["aggregate_type"]), str(row["aggregate_id"]))
-    sequence = row["sequence"] if table == "events" else row["last_sequence"]
-    run.problems.invalid(
-        table,
-        row["rowid"],
-        column,
-        f"{aggregate[0]} {aggregate[1]} sequence {sequence}",
-        why,
-    )
-    data.invalid[table] += 1
-    data.left_out.add(aggregate)
-
-
-def _check_row(
-    run: Run, data: EventStore, table: str, row: sqlite3.Row, json: tuple[str, ...]
-) -> None:
-    columns = EVENT_COLUMNS if table == "events" else SNAPSHOT_COLUMNS
-    for column, limit in _TEXT_LIMITS.items():
-        if column not in columns:
-            continue
-        value = row[column]
-        if not isinstance(value, str) or not 1 <= len(value) <= limit:
-            _bad(run, data, table, row, column, f"must be text of 1 to {limit} characters")
-            return
-    number = row["sequence" if table == "events" else "last_sequence"]
-    if not isinstance(number, int) or number < 1:
-        _bad(run, data, table, row, "sequence", "must be an integer from 1")
-        return
-    for column in json:
-        why, respelled = check_json(row[column])
-        if why is not None:
-            _bad(run, data, table, row, column, why)
-            return
-        for written, stored in respelled:
-            run.problems.note(
-                table,
-                row["rowid"],
-                column,
-                written,
-                f"jsonb stores this number as {stored} (the same value)",
-            )
-
-
 def read(run: Run) -> EventStore:
-    """Check every event and snapshot; nothing is written."""
+    """Check every event and snapshot; while every row is valid, events are written as they are
+    checked (``layout3_events``), else nothing is written yet."""
     data = EventStore()
     source = run.source
-    total = source.execute("SELECT count(*) FROM events").fetchone()[0]
-    bar = Progress(total, run.progress)
-    done = 0
-    rows = source.execute(_EVENTS)
-    while batch := rows.fetchmany(run.batch_size):
-        for row in batch:
-            _check_row(run, data, "events", row, ("payload", "metadata"))
-        done += len(batch)
-        data.max_rowid = batch[-1]["rowid"]
-        bar.update(done)
-    bar.update(done, final=True)
-    data.read["events"] = done
-    for row in source.execute(_SNAPSHOTS):
-        data.read["snapshots"] += 1
-        _check_row(run, data, "snapshots", row, ("payload",))
-        if row["snapshot_version"] is not None and not (
-            isinstance(row["snapshot_version"], int) and row["snapshot_version"] >= 0
-        ):
-            _bad(run, data, "snapshots", row, "snapshot_version", "must be an integer from 0")
-        try:
-            if row["timestamp"] is None:
-                raise Invalid("timestamp", None, "is NULL, and taken_at requires a time")
-            to_datetime("timestamp", row["timestamp"])
-        except Invalid as error:
-            _bad(run, data, "snapshots", row, "timestamp", error.reason)
-    _gaps(run, data)
+    data.max_rowid = source.execute("SELECT coalesce(max(rowid), 0) FROM events").fetchone()[0]
+    check_snapshots(run, data)
+    check_gaps(run, data)
+    check_events(run, data, optimistic=_refusal(run, data) is None)
+    tables = {
+        str(row[0]) for row in source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    data.sqlx_history = _NOT_OURS in tables
+    others = sorted(t for t in tables - _CARRIED - {_NOT_OURS} if not t.startswith("sqlite_"))
+    data.other = read_other(run, others, data.left_out)
     return data
 
 
-_GAPS = """
-SELECT rowid, aggregate_type, aggregate_id, sequence, previous FROM (
-    SELECT rowid, aggregate_type, aggregate_id, sequence,
-           lag(sequence) OVER (PARTITION BY aggregate_type, aggregate_id ORDER BY sequence)
-             AS previous
-      FROM events)
- WHERE previous IS NOT NULL AND sequence <> previous + 1
-"""
-_STARTS = """
-SELECT e.rowid, e.aggregate_type, e.aggregate_id, e.sequence, s.last_sequence FROM (
-    SELECT min(rowid) AS rowid, aggregate_type, aggregate_id, min(sequence) AS sequence
-      FROM events GROUP BY aggregate_type, aggregate_id) e
-  LEFT JOIN snapshots s USING (aggregate_type, aggregate_id)
- WHERE e.sequence > 1 AND (s.last_sequence IS NULL OR e.sequence > s.last_sequence + 1)
-"""
-
-
-def _gaps(run: Run, data: EventStore) -> None:
-    """Name each sequence gap; an aggregate whose events start after its snapshot (compacted)
-    has none."""
-    for row in run.source.execute(_GAPS):
-        why = f"follows sequence {row['previous']}: sequences missing between them"
-        _bad(run, data, "events", row, "sequence", why)
-    for row in run.source.execute(_STARTS):
-        covered = row["last_sequence"]
-        why = (
-            f"is the aggregate's first event: sequences 1 to {row['sequence'] - 1} are missing"
-            + ("" if covered is None else f" and its snapshot covers only up to {covered}")
-        )
-        _bad(run, data, "events", row, "sequence", why)
-
-
-# what the import of this layout carries today; sqlx's own history is the bot's, never ours
+# sqlx's own history is the bot's, never ours
 _CARRIED = {"events", "snapshots"}
 _NOT_OURS = "_sqlx_migrations"
 
 
 def check(run: Run, data: EventStore) -> None:
-    """Refuse a file with tables this import does not carry yet (their rows would be lost
-    without a word), rowids the event store's positions could reach, and positions taken."""
-    tables = {
-        str(row[0])
-        for row in run.source.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-    }
-    others = sorted(t for t in tables - _CARRIED - {_NOT_OURS} if not t.startswith("sqlite_"))
-    if others:
-        raise ImportFailed(
-            f"{run.path} also holds {', '.join(others)}: the import of the third layout carries "
-            "the events and snapshots only so far, and importing without those tables would "
-            "lose their rows; nothing was imported"
-        )
-    data.sqlx_history = _NOT_OURS in tables
+    """Refuse rowids the event store's positions could reach, positions taken (unless the events
+    were written while checked, the same checked first), and names of the other tables
+    (``layout3_tables``) PostgreSQL already holds."""
+    check_tables(run, data.other)
+    refusal = None if data.events_written else _refusal(run, data)
+    if refusal is not None:
+        raise ImportFailed(refusal)
+
+
+def _refusal(run: Run, data: EventStore) -> str | None:
+    """Why the events cannot keep their rowids as positions here, if they cannot."""
     limit = run.target.execute("SELECT pg_current_xact_id()::text::bigint << 20").fetchone()
     assert limit is not None
     if data.max_rowid >= limit[0]:
-        raise ImportFailed(
+        return (
             f"the file's highest event rowid {data.max_rowid} is not below {limit[0]}, this "
             "transaction's first event-store position (its transaction id << 20): imported "
             "events keep their rowid as position, below every new append; nothing was imported"
@@ -239,12 +128,13 @@ def check(run: Run, data: EventStore) -> None:
     ).fetchone()
     assert taken is not None
     if taken[1]:
-        raise ImportFailed(
+        return (
             f"the event store already holds {taken[1]} event(s) at positions up to the file's "
             f"highest rowid {data.max_rowid} (the first at {taken[0]}): the import keeps each "
             "event's rowid as its position; import into an event store without them. Nothing "
             "was imported"
         )
+    return None
 
 
 def _kept(data: EventStore, rows: Any) -> Iterator[sqlite3.Row]:
@@ -255,22 +145,10 @@ def _kept(data: EventStore, rows: Any) -> Iterator[sqlite3.Row]:
 
 
 def write(run: Run, data: EventStore) -> None:
-    """COPY the events and snapshots of every aggregate not left out."""
-    bar = Progress(data.read["events"], run.progress)
-    inserted = 0
-
-    def events() -> Iterator[tuple[Any, ...]]:
-        nonlocal inserted
-        rows = run.source.execute(_EVENTS)
-        while batch := rows.fetchmany(run.batch_size):
-            for row in _kept(data, batch):
-                inserted += 1
-                yield (row["rowid"], *(row[c] for c in EVENT_COLUMNS))
-            bar.update(inserted)
-        bar.update(inserted, final=True)
-
-    copy_rows(run.target, _COPY_EVENTS, events())
-    data.inserted["events"] = inserted
+    """COPY the events (unless written while checked) and snapshots of every aggregate not left
+    out, and every other table."""
+    if not data.events_written:
+        copy_events(run, data)
 
     def snapshots() -> Iterator[tuple[Any, ...]]:
         for row in _kept(data, run.source.execute(_SNAPSHOTS)):
@@ -287,6 +165,7 @@ def write(run: Run, data: EventStore) -> None:
             )
 
     copy_rows(run.target, _COPY_SNAPSHOTS, snapshots())
+    write_tables(run, data.other)
 
 
 _STORED_EVENTS = (
@@ -301,6 +180,10 @@ _STORED_SNAPSHOTS = (
 )
 
 
+# rows per chunk the server streams (libpq 17 and later; row by row before)
+_CHUNK = 10_000 if psycopg.pq.version() >= 170_000 else 1
+
+
 def _mismatch(what: str, key: Any, column: str) -> ImportFailed:
     return ImportFailed(
         f"verification failed: {what} {key} {column} differs between the file and PostgreSQL; "
@@ -311,32 +194,34 @@ def _mismatch(what: str, key: Any, column: str) -> ImportFailed:
 def verify(run: Run, data: EventStore) -> dict[str, str]:
     """Compare every stored event and snapshot with the file, read again without ``read``."""
     compared = 0
-    with (
-        closing(open_read_only(run.path)) as source,
-        run.target.cursor(name="persistence_import_verify") as cursor,
-    ):
+    bar = Progress(data.inserted["events"], run.progress, "events: verified")
+    left_out = data.left_out
+    with closing(open_read_only(run.path)) as source, run.target.cursor() as cursor:
         raw = source.execute(
             "SELECT rowid, aggregate_type, aggregate_id, sequence, event_type, event_version, "
             "payload, metadata FROM events ORDER BY rowid"
         )
-        cursor.itersize = 10_000
-        cursor.execute(_STORED_EVENTS, (data.max_rowid,))
-        for stored in cursor:
+        # streamed: the server renders the next rows while these are compared
+        for stored in cursor.stream(_STORED_EVENTS, (data.max_rowid,), size=_CHUNK):
             row = next(raw, None)
-            while row is not None and (row[1], row[2]) in data.left_out:
+            while row is not None and left_out and (row[1], row[2]) in left_out:
                 row = next(raw, None)
             if row is None:
                 raise ImportFailed(
                     f"verification failed: stored event {stored[0]} has no row in the file; "
                     "nothing was imported"
                 )
-            if tuple(stored[:6]) != tuple(row[:6]):
+            if stored[:6] != row[:6]:
                 raise _mismatch("event rowid", row[0], "identity")
-            for index, column in ((6, "payload"), (7, "metadata")):
-                if canonical(stored[index]) != canonical(row[index]):
-                    raise _mismatch("event rowid", row[0], column)
+            if not same_json(stored[6], row[6]):
+                raise _mismatch("event rowid", row[0], "payload")
+            if stored[7] != row[7] and not same_json(stored[7], row[7]):
+                raise _mismatch("event rowid", row[0], "metadata")
             compared += 1
-        if next((r for r in raw if (r[1], r[2]) not in data.left_out), None) is not None:
+            if not compared % 10_000:
+                bar.update(compared)
+        bar.update(compared, final=True)
+        if next((r for r in raw if (r[1], r[2]) not in left_out), None) is not None:
             raise ImportFailed("verification failed: the file has events PostgreSQL lacks")
     if compared != data.inserted["events"]:
         raise ImportFailed(
@@ -344,14 +229,19 @@ def verify(run: Run, data: EventStore) -> dict[str, str]:
             "inserted; nothing was imported"
         )
     snapshots = _verify_snapshots(run, data)
-    return {
-        "events": f"{compared} events compared with the file, re-read: position = rowid, every "
-        "column, JSON by value and number spelling",
-        "snapshots": f"{snapshots} snapshots compared with the file, re-read",
-    } | (
-        {_NOT_OURS: "not carried: the bot's own migration history (sqlx), not its data"}
-        if data.sqlx_history
-        else {}
+    others = verify_tables(run, data.other)
+    return (
+        {
+            "events": f"{compared} events compared with the file, re-read: position = rowid, every "
+            "column, JSON by value and number spelling",
+            "snapshots": f"{snapshots} snapshots compared with the file, re-read",
+        }
+        | others
+        | (
+            {_NOT_OURS: "not carried: the bot's own migration history (sqlx), not its data"}
+            if data.sqlx_history
+            else {}
+        )
     )
 
 
@@ -377,7 +267,7 @@ def _verify_snapshots(run: Run, data: EventStore) -> int:
         key = f"{want[0]} {want[1]}"
         if tuple(got[:3]) != tuple(want[:3]) or got[5] != (want[5] or 0):
             raise _mismatch("snapshot", key, "identity")
-        if canonical(got[3]) != canonical(want[3]):
+        if not same_json(got[3], want[3]):
             raise _mismatch("snapshot", key, "payload")
         if got[4] != to_datetime("timestamp", want[4])[0]:
             raise _mismatch("snapshot", key, "taken_at")
@@ -390,7 +280,11 @@ def counts(data: EventStore) -> dict[str, Any]:
         "trades_valid": 0,
         "trades_inserted": 0,
         "trades_already_present": 0,
-        "tables": {t: (data.read[t], data.invalid[t], data.inserted[t]) for t in data.read},
+        "tables": {t: (data.read[t], data.invalid[t], data.inserted[t]) for t in data.read}
+        | {
+            t: (data.other.read[t], data.other.invalid[t], data.other.inserted.get(t, 0))
+            for t in data.other.read
+        },
     }
 
 

@@ -28,6 +28,7 @@ __all__ = [
     "Copy",
     "Operation",
     "Query",
+    "Repeat",
     "Steps",
     "integer",
     "new_id",
@@ -58,6 +59,22 @@ def new_id(row: Any) -> int | None:
 def nothing_new(new: int | None) -> bool:
     """``stored`` of an insert decoded by ``new_id``: None, it found its row stored already."""
     return new is None
+
+
+class Repeat:
+    """``stored`` of Steps whose generator may find the move it asked for landed already (a
+    retry): the generator calls ``found()`` on that path; the result does not show it."""
+
+    __slots__ = ("seen",)
+
+    def __init__(self) -> None:
+        self.seen = False
+
+    def found(self) -> None:
+        self.seen = True
+
+    def __call__(self, result: Any) -> bool:
+        return self.seen
 
 
 class Query(Generic[T]):

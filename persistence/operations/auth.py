@@ -87,7 +87,16 @@ def save(keyring: Keyring | None, auth: SchwabAuth) -> Query[None]:
 
 def insert_if_absent(keyring: Keyring | None, auth: SchwabAuth) -> Query[int]:
     """Store ``auth``, sealed, unless tokens are stored already; 1 if stored, else 0."""
-    return Query(sql.INSERT_SCHWAB_AUTH_IF_ABSENT, sealed_params(auth, keyring), fetch=COUNT)
+    return Query(
+        sql.INSERT_SCHWAB_AUTH_IF_ABSENT,
+        sealed_params(auth, keyring),
+        fetch=COUNT,
+        stored=_none_inserted,
+    )
+
+
+def _none_inserted(inserted: int) -> bool:
+    return inserted == 0
 
 
 def load(keyring: Keyring | None) -> Query[SchwabAuth | None]:

@@ -27,7 +27,7 @@ from persistence.event_models import (
     RecordedEvent,
     Snapshot,
 )
-from persistence.operations import ALL, COUNT, NONE, Query, Step, Steps
+from persistence.operations import ALL, COUNT, NONE, Query, Repeat, Step, Steps
 from persistence.operations.checks import check_count, check_limit
 from persistence.queries import event_store as sql
 from persistence.validation import check_text
@@ -236,7 +236,12 @@ def save_snapshot(snapshot: Snapshot) -> Steps[bool]:
         snapshot_version=snapshot.snapshot_version,
         payload=_dumps(snapshot.payload),
     )
-    return Steps(_save(params), atomic=False)
+    # False may be a retry finding its own snapshot stored: confirmed like any repeat
+    return Steps(_save(params), atomic=False, stored=_not_saved)
+
+
+def _not_saved(saved: bool) -> bool:
+    return not saved
 
 
 def _save(params: dict[str, Any]) -> Generator[Step, Any, bool]:
@@ -289,13 +294,15 @@ def advance(name: str, position: int) -> Steps[None]:
     """Move the checkpoint forward to ``position`` (creating it). The same position is a
     no-op; a lower one raises ConcurrencyConflict (``actual_sequence``: the stored position)."""
     params = {"name": _name(name), "position": check_count("position", position)}
-    return Steps(_advance(params), atomic=False)
+    repeat = Repeat()
+    return Steps(_advance(params, repeat), atomic=False, stored=repeat)
 
 
-def _advance(params: dict[str, Any]) -> Generator[Step, Any, None]:
+def _advance(params: dict[str, Any], repeat: Repeat) -> Generator[Step, Any, None]:
     if (yield Query(sql.ADVANCE_CHECKPOINT, params)) is not None:
         return
     stored = _position((yield Query(sql.SELECT_CHECKPOINT, params)))
+    repeat.found()  # the same position: a no-op, maybe a retry (a lower one raises below)
     if stored > params["position"]:
         raise ConcurrencyConflict(
             f"checkpoint {params['name']!r} is at position {stored}: it cannot move back to "

@@ -26,7 +26,16 @@ from persistence.config import (
 from persistence.converter import event_from_row
 from persistence.errors import InvalidTransition, NotFound, ValidationError
 from persistence.models import MAX_EVENT_ERROR, QueuedEvent
-from persistence.operations import ALL, Query, Step, Steps, integer, new_id, nothing_new
+from persistence.operations import (
+    ALL,
+    Query,
+    Repeat,
+    Step,
+    Steps,
+    integer,
+    new_id,
+    nothing_new,
+)
 from persistence.operations.checks import check_id, key, page
 from persistence.queries import events as sql
 from persistence.validation import INT32_MAX, INT64_MAX, check_json_object
@@ -68,13 +77,16 @@ def claim_next() -> Query[QueuedEvent | None]:
 def mark_processed(event_id: int) -> Steps[None]:
     """Mark the event processed (with the transaction's commit). Marking it again is a no-op;
     an unknown id raises NotFound."""
-    return Steps(_mark(check_id("id", event_id)), atomic=False)
+    repeat = Repeat()
+    return Steps(_mark(check_id("id", event_id), repeat), atomic=False, stored=repeat)
 
 
-def _mark(event_id: int) -> Generator[Step, Any, None]:
-    marked = yield Query(sql.MARK_EVENT_PROCESSED, {"id": event_id})
-    if marked is None and (yield Query(sql.SELECT_EVENT_BY_ID, {"id": event_id})) is None:
+def _mark(event_id: int, repeat: Repeat) -> Generator[Step, Any, None]:
+    if (yield Query(sql.MARK_EVENT_PROCESSED, {"id": event_id})) is not None:
+        return
+    if (yield Query(sql.SELECT_EVENT_BY_ID, {"id": event_id})) is None:
         raise NotFound(f"no queued event with id {event_id}")
+    repeat.found()
 
 
 def count_unprocessed() -> Query[int]:
@@ -181,16 +193,18 @@ def revive(event_id: int) -> Steps[QueuedEvent]:
     event that is not a dead letter is returned unchanged (reviving twice is harmless).
     Raises NotFound for an unknown id and InvalidTransition for a processed event.
     """
-    return Steps(_revive(check_id("id", event_id)), atomic=False)
+    repeat = Repeat()
+    return Steps(_revive(check_id("id", event_id), repeat), atomic=False, stored=repeat)
 
 
-def _revive(event_id: int) -> Generator[Step, Any, QueuedEvent]:
+def _revive(event_id: int, repeat: Repeat) -> Generator[Step, Any, QueuedEvent]:
     revived = yield Query(sql.REVIVE_EVENT, {"id": event_id})
     if revived is not None:
         return event_from_row(revived)
     event = _event((yield Query(sql.SELECT_EVENT_BY_ID, {"id": event_id})))
     if event is None or event.processed_at is not None:
         raise _not_live(event_id, event)
+    repeat.found()
     return event
 
 

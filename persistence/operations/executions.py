@@ -15,7 +15,7 @@ from typing import Any
 from persistence.converter import execution_from_row, link_from_row
 from persistence.errors import InvalidTransition, NotFound
 from persistence.models import Execution, ExecutionLink, ExecutionStatus
-from persistence.operations import ALL, Query, Step, Steps
+from persistence.operations import ALL, Query, Repeat, Step, Steps
 from persistence.operations.checks import check_id
 from persistence.queries import executions as sql
 from persistence.validation import PRICE_CENTS, check_decimal, check_symbol, check_text
@@ -46,7 +46,7 @@ def complete(execution_id: int, *, order_id: str, price_cents: Decimal | int) ->
         price_cents = Decimal(price_cents)
     check_decimal("price_cents", price_cents, PRICE_CENTS)
     params = {"id": execution_id, "order_id": order_id, "price_cents": price_cents}
-    return Steps(_settle(sql.COMPLETE_EXECUTION, params, ExecutionStatus.COMPLETED), atomic=False)
+    return _settled(sql.COMPLETE_EXECUTION, params, ExecutionStatus.COMPLETED)
 
 
 def fail(execution_id: int) -> Steps[Execution]:
@@ -54,15 +54,22 @@ def fail(execution_id: int) -> Steps[Execution]:
     and to the symbol's accumulator, and the symbol's next execution starts if one is due."""
     check_id("id", execution_id)
     params = {"id": execution_id, "order_id": None, "price_cents": None}
-    return Steps(_settle(sql.FAIL_EXECUTION, params, ExecutionStatus.FAILED), atomic=False)
+    return _settled(sql.FAIL_EXECUTION, params, ExecutionStatus.FAILED)
+
+
+def _settled(statement: str, params: dict[str, Any], target: ExecutionStatus) -> Steps[Execution]:
+    repeat = Repeat()
+    return Steps(_settle(statement, params, target, repeat), atomic=False, stored=repeat)
 
 
 def _settle(
-    statement: str, params: dict[str, Any], target: ExecutionStatus
+    statement: str, params: dict[str, Any], target: ExecutionStatus, repeat: Repeat
 ) -> Generator[Step, Any, Execution]:
     row = yield Query(statement, params)
     if row is None:
-        return (yield from _repeated(params, target))
+        current = yield from _repeated(params, target)
+        repeat.found()
+        return current
     return execution_from_row(row)
 
 

@@ -19,6 +19,7 @@ from persistence.operations import (
     Batch,
     Copy,
     Query,
+    Repeat,
     Step,
     Steps,
     integer,
@@ -155,10 +156,13 @@ def update_status(
         schwab_order_id=schwab_order_id,
         schwab_price_per_share_cents=schwab_price_per_share_cents,
     )
-    return Steps(_update_status(params, target), atomic=False)
+    repeat = Repeat()
+    return Steps(_update_status(params, target, repeat), atomic=False, stored=repeat)
 
 
-def _update_status(params: dict[str, Any], target: TradeStatus) -> Generator[Step, Any, Trade]:
+def _update_status(
+    params: dict[str, Any], target: TradeStatus, repeat: Repeat
+) -> Generator[Step, Any, Trade]:
     if target is not TradeStatus.PENDING:
         row = yield Query(sql.UPDATE_TRADE_STATUS, params)
         if row is not None:
@@ -170,6 +174,7 @@ def _update_status(params: dict[str, Any], target: TradeStatus) -> Generator[Ste
         )
     current = trade_from_row(row)
     if _repeats(current, target, params):
+        repeat.found()
         return current  # a retry of a move that already landed, e.g. after a crash
     raise InvalidTransition(
         f"trade {params['tx_hash']}#{params['log_index']} is {current.status.value} and cannot "
