@@ -113,10 +113,12 @@ class SyncRep:
         if diag.sqlstate == "01000" and SYNC_REP_CANCELLED in message:
             self.unreplicated = message
 
-    def note(self, stored: Callable[[Any], bool] | None, result: Any) -> None:
-        """An operation's result: ``stored(result)``, it found its write stored already."""
+    def note(self, stored: Callable[[Any], bool] | None, result: Any) -> bool:
+        """An operation's result: ``stored(result)``, it found its write stored already.
+        Whether the database must settle after it: a confirm due, or a commit not replicated."""
         if stored is not None and stored(result):
             self.confirm = True
+        return self.confirm or self.unreplicated is not None
 
     def must_confirm(self) -> bool:
         """Whether ``CONFIRM`` must run now (once: it resets the flag)."""
@@ -223,8 +225,11 @@ def _stirred(conn: Any) -> bool:
     """
     if conn.closed:
         raise psycopg.OperationalError("connection is closed")
-    poller = select.poll()
-    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    try:  # one poller per connection, made at its first check: its socket never changes
+        poller = conn.idle_poller
+    except AttributeError:
+        poller = conn.idle_poller = select.poll()
+        poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
     return bool(poller.poll(0))
 
 

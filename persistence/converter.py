@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from operator import attrgetter
-from types import NoneType, UnionType
+from types import MemberDescriptorType, NoneType, UnionType
 from typing import Any, TypeGuard, TypeVar, Union, cast, get_args, get_origin
 
 import attrs
@@ -112,12 +112,7 @@ def row_decoder(
         raise TypeError(f"{cls.__name__} fields {fields} differ from the columns {columns}")
     enums = {field.name: by_value(field.type) for field in attributes if _is_enum(field.type)}
     decode = {**enums, **decode}
-    namespace: dict[str, Any] = {
-        "_new": object.__new__,
-        "_set": object.__setattr__,
-        "_cls": cls,
-        "_UTC": UTC,
-    }
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_UTC": UTC}
     lines = ["def build(row, _type=None):", "    obj = _new(_cls)"]
     for index, name in enumerate(fields):
         value = f"row[{index}]"
@@ -127,10 +122,25 @@ def row_decoder(
         elif name in utc:
             lines.append(f"    _at = {value}")
             value = "_at if _at is None or _at.tzinfo is _UTC else _at.astimezone(_UTC)"
-        lines.append(f"    _set(obj, {name!r}, {value})")
+        namespace[f"_set_{name}"] = _setter(cls, name)
+        lines.append(f"    _set_{name}(obj, {value})")
     lines.append("    return obj")
     exec("\n".join(lines), namespace)  # noqa: S102 - generated from field names, like attrs itself
     return namespace["build"]  # type: ignore[no-any-return]
+
+
+def _setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """What sets field ``name`` on a new ``cls`` past its frozen ``__setattr__``: the slot's own
+    descriptor (half the cost of ``object.__setattr__``, which looks it up by name each time),
+    or ``object.__setattr__`` for a class without slots."""
+    slot = getattr(cls, name, None)  # a slot, inherited or not, is a member descriptor
+    if isinstance(slot, MemberDescriptorType):
+        return slot.__set__
+
+    def set_field(obj: Any, value: Any) -> None:
+        object.__setattr__(obj, name, value)
+
+    return set_field
 
 
 def _is_enum(kind: Any) -> TypeGuard[type[StrEnum]]:

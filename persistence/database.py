@@ -50,6 +50,7 @@ from persistence.errors import DatabaseUnavailable, PersistenceError
 from persistence.event_store import drivers
 from persistence.health import HealthReport, async_health_check, health_check
 from persistence.operations import NONE, Operation, Query
+from persistence.pools import AsyncPool, Pool
 from persistence.repositories import Async, EventStore, M, Sync
 from persistence.runners import arun_on, run_on
 from persistence.tokens import Keyring, keyring_for
@@ -161,9 +162,6 @@ class _Pooled(Repositories[M], Generic[P, M]):
             conn.pgconn.finish()  # the pool discards it (sync or async: libpq's own close)
         return translate(exc)
 
-    def _wait(self, timeout: float | None) -> float:
-        return self.settings.acquire_timeout if timeout is None else timeout
-
 
 def _prepare(url: str | None, settings: dict[str, Any]) -> Settings:
     if url is not None:
@@ -176,7 +174,7 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
 
     def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None = None) -> None:
         super().__init__(settings, conninfo, keyring)
-        self._pool = ConnectionPool(
+        self._pool = Pool(
             connection_class=DeadlineConnection,
             check=pool_check(partial(self._probe, settings.connect_timeout)),
             configure=self._configure,
@@ -241,7 +239,7 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
 
         While the server is known to be down, a probe fails at once instead of waiting.
         """
-        wait = self._wait(timeout)
+        wait = self.settings.acquire_timeout if timeout is None else timeout
         try:
             if self._server_down:
                 self._probe(wait)
@@ -261,8 +259,8 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
             conn.deadline = timeout
         try:
             result: T = run_on(conn, op)
-            conn.sync_rep.note(op.stored, result)
-            self._settle(conn)
+            if conn.sync_rep.note(op.stored, result):
+                self._settle(conn)
             return result
         except psycopg.Error as exc:
             raise self._failed(conn, exc) from None
@@ -326,7 +324,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
 
     def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None = None) -> None:
         super().__init__(settings, conninfo, keyring)
-        self._pool = AsyncConnectionPool(
+        self._pool = AsyncPool(
             connection_class=AsyncDeadlineConnection,
             check=async_pool_check(partial(self._probe, settings.connect_timeout)),
             configure=self._configure,
@@ -383,7 +381,7 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
         self._server_down = False
 
     async def _getconn(self, timeout: float | None = None) -> AsyncDeadlineConnection:
-        wait = self._wait(timeout)
+        wait = self.settings.acquire_timeout if timeout is None else timeout
         try:
             if self._server_down:
                 await self._probe(wait)
@@ -398,8 +396,8 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
             conn.deadline = timeout
         try:
             result: T = await arun_on(conn, op)
-            conn.sync_rep.note(op.stored, result)
-            await self._settle(conn)
+            if conn.sync_rep.note(op.stored, result):
+                await self._settle(conn)
             return result
         except psycopg.Error as exc:
             raise self._failed(conn, exc) from None

@@ -85,3 +85,26 @@ def test_the_pool_queues_its_waiters_where_the_health_check_reads_them(
     assert isinstance(pool._waiting, collections.deque)
     waiter = module.WaitingClient()
     assert waiter.conn is None and waiter.error is None  # still waiting: neither set yet
+
+
+@pytest.mark.parametrize(
+    "pool_class", [psycopg_pool.ConnectionPool, psycopg_pool.AsyncConnectionPool]
+)
+def test_the_pool_state_the_short_path_reads_is_where_it_was(pool_class: type) -> None:
+    """``persistence.pools`` reads and changes psycopg_pool's private state directly."""
+    pool = pool_class("", open=False)
+    assert isinstance(pool._pool, collections.deque)
+    assert isinstance(pool._waiting, collections.deque)
+    assert pool._closed is True and pool._reset is None and pool._pool_full_event is None
+    assert isinstance(pool._nconns_min, int) and isinstance(pool._drained_at, float)
+    assert pool._stats[pool_class._REQUESTS_NUM] == 0
+    assert callable(pool._check_connection) and callable(pool._putconn)
+    parameters = list(inspect.signature(pool._putconn).parameters)
+    assert parameters == ["conn", "from_getconn"]
+
+
+def test_a_pooled_connection_carries_its_creation_and_expiry_times(database_url: str) -> None:
+    pool = psycopg_pool.ConnectionPool(database_url, min_size=1, open=True)
+    with pool, pool.connection() as conn:
+        assert isinstance(conn._created_at, float) and isinstance(conn._expire_at, float)
+        assert conn._created_at < conn._expire_at

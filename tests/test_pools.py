@@ -1,0 +1,80 @@
+"""The pools' short path (``persistence.pools``): it lends the connection returned last, and
+whatever it does not handle itself goes through psycopg_pool's own path with the same effect."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from psycopg.pq import TransactionStatus
+
+from persistence.operations import Query
+from tests.bridge import Bridged
+
+BACKEND = Query("SELECT pg_backend_pid()", decode=lambda row: row[0])
+
+
+def _real(conn: Any) -> Any:
+    """The connection itself, for the pool's putconn (the async API's comes bridged)."""
+    return object.__getattribute__(conn, "_target") if isinstance(conn, Bridged) else conn
+
+
+def test_sequential_calls_reuse_the_connection_returned_last(
+    database_url: str, open_database: Callable[..., Any]
+) -> None:
+    with open_database(database_url, min_size=3, max_size=3) as db:
+        before = db.pool.get_stats().get("requests_num", 0)
+        backends = {db.run(BACKEND) for _ in range(6)}
+        assert len(backends) == 1
+        assert db.pool.get_stats()["requests_num"] - before == 6
+        assert db.pool.get_stats()["pool_available"] == 3
+
+
+def test_a_connection_returned_inside_a_transaction_is_rolled_back(
+    database_url: str, open_database: Callable[..., Any]
+) -> None:
+    with open_database(database_url, min_size=1, max_size=1) as db:
+        conn = db.pool.getconn()
+        conn.execute("BEGIN")
+        assert conn.info.transaction_status == TransactionStatus.INTRANS
+        db.pool.putconn(_real(conn))
+        again = db.pool.getconn()
+        try:
+            assert _real(again) is _real(conn)
+            assert again.info.transaction_status == TransactionStatus.IDLE
+        finally:
+            db.pool.putconn(_real(again))
+
+
+def test_a_connection_drained_while_lent_is_closed_when_it_comes_back(
+    database_url: str, open_database: Callable[..., Any]
+) -> None:
+    with open_database(database_url, min_size=1, max_size=1) as db:
+        first = db.run(BACKEND)
+        conn = db.pool.getconn()
+        db.pool.drain()
+        db.pool.putconn(_real(conn))
+        assert conn.closed
+        assert db.run(BACKEND) != first  # a new connection took its place
+
+
+def test_a_returned_connection_goes_to_the_caller_waiting_for_one(
+    database_url: str, open_database: Callable[..., Any]
+) -> None:
+    """Given back while another caller waits, the connection goes to that caller at once; left
+    in the pool instead, the caller would wait out its acquire timeout."""
+    with open_database(database_url, min_size=1, max_size=1, acquire_timeout=10) as db:
+        held = db.pool.getconn()
+        got: list[Any] = []
+        waiter = threading.Thread(target=lambda: got.append(db.run(BACKEND)))
+        waiter.start()
+        deadline = time.monotonic() + 5
+        while db.pool.get_stats().get("requests_waiting", 0) < 1:
+            assert time.monotonic() < deadline, "the second caller never waited"
+            time.sleep(0.01)
+        returned = time.monotonic()
+        db.pool.putconn(_real(held))
+        waiter.join(5)
+        assert got and time.monotonic() - returned < 2
