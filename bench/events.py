@@ -540,7 +540,9 @@ def lag_rows(stores: Stores, hold: float, bound: float, admin: str) -> list[str]
             return int(recorded[-1].position)
 
         def ours_read(run: str, after: int) -> tuple[list[int], int]:
-            batch = db.event_store.read_all(after_position=after)
+            # of the probe's type only, as the raw reader reads its own table: the store also
+            # holds the read group's 100k events, which a reader from 0 would page through first
+            batch = db.event_store.read_all(after_position=after, aggregate_type="LagProbe")
             found = [e.position for e in batch if e.aggregate_id == run]
             return found, batch[-1].position if batch else after
 
