@@ -19,11 +19,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 import psycopg
 
-from tests.support import ROOT, command_of, shell_blocks
+from tests.support import ROOT, OwnServers, command_of, shell_blocks
 from tests.writers import Outcome, run_writers
 
 
@@ -91,7 +90,7 @@ def kill_tree(pid: int) -> None:
             os.kill(victim, signal.SIGKILL)
 
 
-class Cluster:
+class Cluster(OwnServers):
     """A primary and a streaming hot standby; ``url`` names both, for read-write sessions."""
 
     def __init__(self, *, synchronous: bool, bindir: Path | None = None) -> None:
@@ -107,19 +106,6 @@ class Cluster:
         self.ports = (free_port(), free_port())
 
     # --- lifecycle ---------------------------------------------------------------------------
-
-    def __enter__(self) -> Cluster:
-        try:
-            self.start()
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.remove()
 
     def _run(self, *args: str, timeout: float = 60) -> None:
         subprocess.run(

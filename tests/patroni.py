@@ -26,7 +26,6 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import attrs
@@ -40,7 +39,7 @@ from tests.failover import (
     postmaster_pid,
     system_user,
 )
-from tests.support import ROOT, environment_without
+from tests.support import ROOT, OwnServers, environment_without
 
 PRODUCTION = ROOT / "docs" / "production.md"
 # the passwords the documented YAML leaves to the reader, and the superuser's in the URLs
@@ -118,7 +117,7 @@ class Node:
         return pid if str(self.data).encode() in command else None
 
 
-class PatroniCluster:
+class PatroniCluster(OwnServers):
     """etcd, three Patroni nodes (a leader, a synchronous standby, a replica) and HAProxy."""
 
     def __init__(self, *, bindir: Path | None = None) -> None:
@@ -138,19 +137,6 @@ class PatroniCluster:
         self._haproxy: subprocess.Popen[bytes] | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
-
-    def __enter__(self) -> PatroniCluster:
-        try:
-            self.start()
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.remove()
 
     def _spawn(self, args: list[str], log: Path, *, as_user: bool) -> subprocess.Popen[bytes]:
         with log.open("ab") as out:

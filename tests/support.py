@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 import psycopg
 import pytest
@@ -26,6 +26,29 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 if TYPE_CHECKING:
     from persistence import Database, SchwabAuth
+
+
+class OwnServers:
+    """Servers a test starts for itself: ``with Sub() as servers`` runs ``start``, and ``remove``
+    stops and deletes everything on every path, a failed start included."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def remove(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
 
 ROOT = Path(__file__).resolve().parents[1]
 # what a checkout holds that a fresh clone does not: left out of a copy of it

@@ -26,7 +26,7 @@ from tests import support
 LOCAL = "-c synchronous_commit=local"
 
 
-class LonelyPrimary:
+class LonelyPrimary(support.OwnServers):
     """An embedded server with a migrated database and no synchronous standby to confirm;
     ``with LonelyPrimary() as primary``: stopped and removed on every path.
 
@@ -37,23 +37,15 @@ class LonelyPrimary:
         self.base = Path(tempfile.mkdtemp(prefix="persistence-syncrep-"))
         self.server: Any = None
 
-    def __enter__(self) -> LonelyPrimary:
+    def start(self) -> None:
         from persistence import Settings, migrate
         from persistence.embedded import EmbeddedServer
 
-        try:
-            self.server = EmbeddedServer(self.base / "pgdata").start()
-            name = support.create_database(self.server.admin_url, "persistence_syncrep")
-            self.url = support.with_database(self.server.admin_url, name)
-            migrate.apply(Settings(url=self.url))
-            self.expect_standby("missing")
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
+        self.server = EmbeddedServer(self.base / "pgdata").start()
+        name = support.create_database(self.server.admin_url, "persistence_syncrep")
+        self.url = support.with_database(self.server.admin_url, name)
+        migrate.apply(Settings(url=self.url))
+        self.expect_standby("missing")
 
     def admin(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.url, autocommit=True, options=LOCAL)
