@@ -8,12 +8,12 @@ runner of the database or transaction it belongs to.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from functools import partial, update_wrapper
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from persistence.event_models import RecordedEvent
-from persistence.operations import Operation, Query
+from persistence.operations import Operation, Steps
 from persistence.operations import accumulators as accumulator_ops
 from persistence.operations import auth as auth_ops
 from persistence.operations import event_store as event_store_ops
@@ -216,7 +216,9 @@ class notifying(operation[P, T]):
 
         def notifying_build(*args: Any, **kwargs: Any) -> Operation[T]:
             op = build(*args, **kwargs)
-            assert isinstance(op, Query)
+            if isinstance(op, Steps):
+                op.gen = _then(op.gen, appended)
+                return op
             decode = op.decode
 
             def decoded(result: Any) -> Any:
@@ -228,6 +230,12 @@ class notifying(operation[P, T]):
             return op
 
         return notifying_build
+
+
+def _then(gen: Generator[Any, Any, T], appended: Callable[[], None]) -> Generator[Any, Any, T]:
+    value = yield from gen
+    appended()
+    return value
 
 
 class driven(operation[P, T]):
@@ -309,6 +317,8 @@ class TransactionEventStore(Repository[M]):
 class EventStore(TransactionEventStore[M]):
     """The event store of a database (``db.event_store``): each operation in autocommit, and
     ``project`` and ``wait_for``."""
+
+    append = notifying(event_store_ops.append_alone)
 
     project = driven(_project)
     wait_for = driven(_wait_for)

@@ -19,6 +19,7 @@ from persistence import (
     DatabaseUnavailable,
     NewEvent,
     RecordedEvent,
+    Snapshot,
     ValidationError,
 )
 from tests.event_store_support import event, read_everything, store_url, stored_rows
@@ -59,6 +60,28 @@ def test_a_wrong_expectation_is_a_conflict_with_the_actual_sequence(
             db.event_store.append("Account", "a-1", [event(x=expected)], expected_sequence=expected)
         assert raised.value.actual_sequence == 2
     assert [row[2] for row in stored_rows(store_url)] == [1, 2]
+
+
+def test_one_event_appended_alone_checks_the_snapshot_after_compaction(
+    db: Any, store_url: str
+) -> None:
+    """db.event_store.append of one event is one INSERT that finds the expected sequence by a
+    probe of the event there or of the snapshot ending there (queries.APPEND_ONE_ALONE)."""
+    db.event_store.append("A", "c", [event(), event(), event()], expected_sequence=0)
+    assert db.event_store.save_snapshot(Snapshot("A", "c", 3, 0, {"n": 3}))
+    assert db.event_store.compact("A", "c") == 3
+    for expected in (0, 2, 4):
+        with pytest.raises(ConcurrencyConflict, match="nothing was written") as raised:
+            db.event_store.append("A", "c", [event()], expected_sequence=expected)
+        assert raised.value.actual_sequence == 3
+    (fourth,) = db.event_store.append("A", "c", [event()], expected_sequence=3)
+    (fifth,) = db.event_store.append("A", "c", [event()], expected_sequence=4)
+    assert (fourth.sequence, fifth.sequence) == (4, 5)
+    # each the first event of a transaction of its own: (transaction id << 20) + 0
+    assert fourth.position % 2**20 == 0 and fifth.position % 2**20 == 0
+    assert fourth.position < fifth.position
+    assert [row[2] for row in stored_rows(store_url)] == [4, 5]
+    assert db.event_store.load("A", "c", after_sequence=3) == [fourth, fifth]
 
 
 def test_a_clash_found_before_writing_leaves_the_transaction_usable(db: Any) -> None:
@@ -244,7 +267,8 @@ def test_a_connection_killed_while_appending_is_unavailable_not_a_conflict(
                 # this database's only: another worker's (or run's) appends wait on locks too
                 killed = admin.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND query LIKE '%%append_events%%' "
+                    "WHERE datname = current_database() AND (query LIKE '%%append_events%%' "
+                    "OR query LIKE '%%INSERT INTO \"events\"%%') "
                     "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
                 ).fetchone()[0]
                 time.sleep(0.02)

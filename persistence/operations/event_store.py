@@ -27,7 +27,7 @@ from persistence.event_models import (
     RecordedEvent,
     Snapshot,
 )
-from persistence.operations import ALL, COUNT, NONE, Query, Repeat, Step, Steps
+from persistence.operations import ALL, COUNT, NONE, Operation, Query, Repeat, Step, Steps
 from persistence.operations.checks import check_count, check_limit
 from persistence.queries import event_store as sql
 from persistence.validation import check_text
@@ -39,6 +39,7 @@ __all__ = [
     "Reset",
     "advance",
     "append",
+    "append_alone",
     "compact",
     "get",
     "last_sequence",
@@ -78,23 +79,9 @@ def _dumps(value: Any) -> str:
         ) from None
 
 
-def append(
-    aggregate_type: str,
-    aggregate_id: str,
-    events: Sequence[NewEvent],
-    *,
-    expected_sequence: int,
-) -> Query[list[RecordedEvent]]:
-    """Append ``events`` to the aggregate, all or nothing; the events as recorded.
-
-    ``expected_sequence`` is the last sequence the writer saw (0: the aggregate must be new).
-    When the aggregate's last sequence (after compaction: at least its snapshot's) is another,
-    ConcurrencyConflict with ``actual_sequence`` is raised and nothing is written. Only such a
-    clash is a conflict: a timeout, a lost connection or a refused value raise their own error
-    (DatabaseUnavailable, ValidationError) and the caller must not read them as "already there".
-    Inside a transaction, a clash found before writing leaves the transaction usable; one lost
-    to a concurrent writer at the last moment aborts it, like any failed statement.
-    """
+def _checked(
+    aggregate_type: Any, aggregate_id: Any, events: Any, expected_sequence: Any
+) -> tuple[dict[str, Any], list[NewEvent]]:
     params = _aggregate(aggregate_type, aggregate_id)
     expected = check_count("expected_sequence", expected_sequence)
     if isinstance(events, NewEvent) or not isinstance(events, Sequence):
@@ -112,34 +99,96 @@ def append(
                 f"events[{index}] is a {type(event).__name__}, not a NewEvent: build it with "
                 "NewEvent(event_type, payload, ...)"
             )
-    rows = [[e.event_type, e.event_version, e.payload, e.metadata] for e in events]
-    params.update(expected_sequence=expected, events=_dumps(rows))
-    events = list(events)
+    params["expected_sequence"] = expected
+    return params, list(events)
+
+
+def _conflict(params: dict[str, Any], actual: int | None) -> ConcurrencyConflict:
+    return ConcurrencyConflict(
+        f"{params['aggregate_type']} {params['aggregate_id']!r} is at sequence {actual}, not "
+        f"{params['expected_sequence']}: reload it and decide again (nothing was written)",
+        actual,
+    )
+
+
+def _recorded(
+    params: dict[str, Any], event: NewEvent, sequence: int, position: int, recorded_at: Any
+) -> RecordedEvent:
+    return RecordedEvent(
+        params["aggregate_type"],
+        params["aggregate_id"],
+        sequence,
+        event.event_type,
+        event.event_version,
+        event.payload,
+        event.metadata,
+        position,
+        recorded_at,
+    )
+
+
+def append(
+    aggregate_type: str,
+    aggregate_id: str,
+    events: Sequence[NewEvent],
+    *,
+    expected_sequence: int,
+) -> Operation[list[RecordedEvent]]:
+    """Append ``events`` to the aggregate, all or nothing; the events as recorded.
+
+    ``expected_sequence`` is the last sequence the writer saw (0: the aggregate must be new).
+    When the aggregate's last sequence (after compaction: at least its snapshot's) is another,
+    ConcurrencyConflict with ``actual_sequence`` is raised and nothing is written. Only such a
+    clash is a conflict: a timeout, a lost connection or a refused value raise their own error
+    (DatabaseUnavailable, ValidationError) and the caller must not read them as "already there".
+    Inside a transaction, a clash found before writing leaves the transaction usable; one lost
+    to a concurrent writer at the last moment aborts it, like any failed statement.
+    """
+    params, checked = _checked(aggregate_type, aggregate_id, events, expected_sequence)
+    rows = [[e.event_type, e.event_version, e.payload, e.metadata] for e in checked]
+    params["events"] = _dumps(rows)
 
     def recorded(result: Any) -> list[RecordedEvent]:
         if not result or result[0][1] is None:
-            actual = int(result[0][0]) if result else None
-            raise ConcurrencyConflict(
-                f"{aggregate_type} {aggregate_id!r} is at sequence {actual}, not "
-                f"{expected}: reload it and decide again (nothing was written)",
-                actual,
-            )
+            raise _conflict(params, int(result[0][0]) if result else None)
         return [
-            RecordedEvent(
-                aggregate_type,
-                aggregate_id,
-                sequence,
-                event.event_type,
-                event.event_version,
-                event.payload,
-                event.metadata,
-                position,
-                recorded_at,
-            )
-            for event, (_, position, sequence, recorded_at) in zip(events, result, strict=True)
+            _recorded(params, event, sequence, position, recorded_at)
+            for event, (_, position, sequence, recorded_at) in zip(checked, result, strict=True)
         ]
 
     return Query(sql.APPEND_EVENTS, params, fetch=ALL, decode=recorded)
+
+
+def append_alone(
+    aggregate_type: str,
+    aggregate_id: str,
+    events: Sequence[NewEvent],
+    *,
+    expected_sequence: int,
+) -> Operation[list[RecordedEvent]]:
+    # ``append`` as a transaction of its own (db.event_store.append, in autocommit): one event
+    # goes in one INSERT (APPEND_ONE_ALONE), several through append_events(). Its docstring
+    # is append's: it is what db.event_store.append shows.
+    if isinstance(events, Sequence) and len(events) != 1:
+        return append(aggregate_type, aggregate_id, events, expected_sequence=expected_sequence)
+    params, (event,) = _checked(aggregate_type, aggregate_id, events, expected_sequence)
+    params["event_type"] = event.event_type
+    params["event_version"] = event.event_version
+    params["payload"] = _dumps(event.payload)
+    params["metadata"] = _dumps(event.metadata)
+    return Steps(_append_one(params, event), atomic=False)
+
+
+append_alone.__doc__ = append.__doc__
+
+
+def _append_one(
+    params: dict[str, Any], event: NewEvent
+) -> Generator[Step, Any, list[RecordedEvent]]:
+    row = yield Query(sql.APPEND_ONE_ALONE, params)
+    if row is None:  # the expectation was wrong, or a concurrent append took the next sequence
+        raise _conflict(params, int((yield Query(sql.LAST_SEQUENCE, params))[0]))
+    return [_recorded(params, event, params["expected_sequence"] + 1, *row)]
 
 
 def _events(rows: Any) -> list[RecordedEvent]:

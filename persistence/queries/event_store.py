@@ -11,6 +11,7 @@ from __future__ import annotations
 __all__ = [
     "ADVANCE_CHECKPOINT",
     "APPEND_EVENTS",
+    "APPEND_ONE_ALONE",
     "COMPACTED_BEFORE",
     "COMPACT_EVENTS",
     "CREATE_CHECKPOINT",
@@ -45,6 +46,32 @@ APPEND_EVENTS = (
     'SELECT "actual", "position", "sequence", "recorded_at" FROM append_events('
     "%(aggregate_type)s::text, %(aggregate_id)s::text, %(expected_sequence)s::bigint, "
     "%(events)s::jsonb)"
+)
+
+# One event appended in a transaction of its own (an autocommit statement): no function call,
+# and one index probe for the expectation instead of append_events' three. Its position is
+# exactly (transaction id << 20): the first of its transaction. Inserted only when the event
+# at the expected sequence is stored (or the snapshot ends there; 0: no snapshot either), and
+# sequences are contiguous, so the aggregate's last sequence is then the expected one unless
+# a concurrent append holds the next: ON CONFLICT DO NOTHING returns no row, and the caller
+# reads the actual last sequence in a second statement (a new snapshot that sees the winner).
+APPEND_ONE_ALONE = (
+    'INSERT INTO "events" AS e ("position", "aggregate_type", "aggregate_id", "sequence", '
+    '"event_type", "event_version", "payload", "metadata") '
+    "SELECT pg_current_xact_id()::text::bigint << 20, %(aggregate_type)s::text, "
+    "%(aggregate_id)s::text, %(expected_sequence)s::bigint + 1, %(event_type)s::text, "
+    "%(event_version)s::text, %(payload)s::jsonb, %(metadata)s::jsonb "
+    "WHERE CASE WHEN %(expected_sequence)s::bigint = 0 "
+    'THEN NOT EXISTS (SELECT FROM "snapshots" s WHERE s."aggregate_type" = %(aggregate_type)s '
+    'AND s."aggregate_id" = %(aggregate_id)s) '
+    'ELSE EXISTS (SELECT FROM "events" x WHERE x."aggregate_type" = %(aggregate_type)s '
+    'AND x."aggregate_id" = %(aggregate_id)s AND x."sequence" = %(expected_sequence)s::bigint) '
+    'OR EXISTS (SELECT FROM "snapshots" s WHERE s."aggregate_type" = %(aggregate_type)s '
+    'AND s."aggregate_id" = %(aggregate_id)s '
+    'AND s."last_sequence" = %(expected_sequence)s::bigint) '
+    "END "
+    'ON CONFLICT ON CONSTRAINT "events_pkey" DO NOTHING '
+    'RETURNING e."position", e."recorded_at"'
 )
 
 LOAD_EVENTS = (
