@@ -68,10 +68,14 @@ def _name(name: Any) -> str:
     return str(name)
 
 
+# allow_nan=False: NaN and Infinity are not JSON and the server would refuse them. One encoder
+# for every call: json.dumps with options builds a new one each time.
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
     try:
-        # allow_nan=False: NaN and Infinity are not JSON and the server would refuse them
-        return json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:  # a payload changed after its event was built
         raise ValidationError(
             f"an event's payload cannot be stored as JSON: {exc}; build events from values "
