@@ -378,6 +378,23 @@ def _json_text(name: str, path: tuple[str | int, ...], text: str, what: str) -> 
         )
 
 
+def _flat_and_clean(value: dict[Any, Any]) -> bool:
+    """The common payload, checked in one pass over its text: str keys, and values that are
+    str, int, bool or None, with no NUL and no lone surrogate. False: walk it (and say why)."""
+    try:
+        parts = ["".join(value)]  # TypeError: a key is not a str
+    except TypeError:
+        return False
+    for member in value.values():
+        kind = type(member)
+        if kind is str:
+            parts.append(member)
+        elif kind is not int and kind is not bool and member is not None:
+            return False
+    text = "".join(parts)
+    return "\x00" not in text and surrogate_at(text) is None
+
+
 def check_json_object(name: str, value: Any) -> None:
     """Raise ValidationError unless ``value`` is a JSON object that jsonb stores as given.
 
@@ -388,6 +405,8 @@ def check_json_object(name: str, value: Any) -> None:
     a key or string, NaN and Infinity, a Decimal (convert it to str, which keeps it exact), and
     any other type. Walks the value with a stack, so no depth of input makes it recurse.
     """
+    if type(value) is dict and _flat_and_clean(value):
+        return
     if not isinstance(value, dict):
         raise ValidationError(f"{name} must be a dict (a JSON object), not {type(value).__name__}")
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
