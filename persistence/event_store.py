@@ -8,10 +8,12 @@ Instead, when an append commits (autocommit: when its statement returns; in
 ``db.transaction()``: when the block commits) the library pokes the database's notifier, which
 sends one ``NOTIFY`` per burst on a connection of its own (a daemon thread for ``Database``, a
 task for ``AsyncDatabase``; started on first use, closed with the database). Under a stream of
-appends it sends at most one per ``_NOTIFY_GAP`` (each is a transaction: a round trip and CPU on
-both sides, which 8 appending threads on 2 cores paid for about every other append), and commits
-it without waiting for its WAL flush: a notification is never durable, only its timing matters,
-and the appends it announces were flushed before they returned.
+appends it sends at most one per gap (each is a transaction: a round trip, CPU on both sides and
+a wake-up of the notifier; 8 appending threads on 2 cores lost a quarter of their throughput to
+one NOTIFY per 2 ms). The gap is ``_NOTIFY_GAP`` while appends are sparse and widens with their
+rate, up to ``_MAX_NOTIFY_GAP`` (``_gap``). It commits the NOTIFY without waiting for its WAL
+flush: a notification is never durable, only its timing matters, and the appends it announces
+were flushed before they returned.
 
 ``wait_for`` listens on a dedicated connection (outside the pool), and checks whether an event
 is readable after each notification and every ``poll_interval`` seconds: a lost notification
@@ -52,13 +54,23 @@ _FIRST_RECHECK = 0.005
 _TICK = 0.2
 # After a failed listener or notifier connection, before the next try.
 _RETRY = 1.0
-# The least time between two NOTIFYs: the most it adds to a wake-up, only under a stream of appends.
+# The least time between two NOTIFYs, and the most: what a notification can wait for under a
+# stream of appends, sparse and heavy. The gap after a NOTIFY is _GAP_PER_APPEND times the
+# appends it announced, within these bounds: from about 2,000 appends a second on, at most one
+# NOTIFY per _MAX_NOTIFY_GAP.
 _NOTIFY_GAP = 0.002
+_MAX_NOTIFY_GAP = 0.010
+_GAP_PER_APPEND = 0.0005
 # set_config(..., true) is SET LOCAL: it lasts to the commit of this statement (autocommit), so
 # the session is left as it was, across PgBouncer in transaction mode too.
 _ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
 _NOTIFY = f"SELECT {_ASYNC_COMMIT}, pg_notify('{NOTIFY_CHANNEL}', '')"
 _LISTEN = f"LISTEN {NOTIFY_CHANNEL}"
+
+
+def _gap(announced: int) -> float:
+    """The least time before the next NOTIFY, after one that announced ``announced`` appends."""
+    return min(_MAX_NOTIFY_GAP, max(_NOTIFY_GAP, announced * _GAP_PER_APPEND))
 
 
 def _wait_args(timeout: Any, poll_interval: Any) -> tuple[float, float]:
@@ -114,6 +126,7 @@ class _Wakeups:
         self._conninfo = conninfo
         self._lock = threading.Lock()
         self._poked = threading.Event()
+        self._pokes = 0  # appends since the last NOTIFY (a count for the gap, not exact)
         self._changed = threading.Condition()
         self.generation = 0
         self._closed = False
@@ -135,19 +148,24 @@ class _Wakeups:
     def poke(self) -> None:
         """An append committed: have the notifier send a NOTIFY (one per burst)."""
         self._once("_notifier", self._notify)
-        self._poked.set()
+        self._pokes += 1
+        # set() takes the event's lock, which 8 appending threads contend for; when it is set
+        # already the notifier has not cleared it yet, and its NOTIFY, sent after the clear,
+        # covers this append
+        if not self._poked.is_set():
+            self._poked.set()
 
     def _notify(self) -> None:
         conn: psycopg.Connection[Any] | None = None
-        sent = -_NOTIFY_GAP
+        sent, gap = -_MAX_NOTIFY_GAP, _NOTIFY_GAP
         while True:
             self._poked.wait()
-            if (pause := sent + _NOTIFY_GAP - time.monotonic()) > 0 and not self._closed:
+            if (pause := sent + gap - time.monotonic()) > 0 and not self._closed:
                 time.sleep(pause)  # the appends meanwhile share the next NOTIFY
             self._poked.clear()  # pokes from here on ask for another NOTIFY: none is lost
             if self._closed:
                 break
-            sent = time.monotonic()
+            sent, gap, self._pokes = time.monotonic(), _gap(self._pokes), 0
             try:
                 if conn is None or conn.closed:
                     conn = psycopg.connect(self._conninfo, autocommit=True)
@@ -209,6 +227,7 @@ class _AsyncWakeups:
     def __init__(self, conninfo: str) -> None:
         self._conninfo = conninfo
         self._poked: asyncio.Event | None = None
+        self._pokes = 0
         self._changed: asyncio.Event | None = None
         self.generation = 0
         self._notifier: asyncio.Task[None] | None = None
@@ -224,19 +243,20 @@ class _AsyncWakeups:
             self._poked = asyncio.Event()
         if self._notifier is None:
             self._notifier = asyncio.get_running_loop().create_task(self._notify())
+        self._pokes += 1
         self._poked.set()
 
     async def _notify(self) -> None:
         assert self._poked is not None
         conn: psycopg.AsyncConnection[Any] | None = None
-        sent = -_NOTIFY_GAP
+        sent, gap = -_MAX_NOTIFY_GAP, _NOTIFY_GAP
         try:
             while True:
                 await self._poked.wait()
-                if (pause := sent + _NOTIFY_GAP - time.monotonic()) > 0:
+                if (pause := sent + gap - time.monotonic()) > 0:
                     await asyncio.sleep(pause)
                 self._poked.clear()
-                sent = time.monotonic()
+                sent, gap, self._pokes = time.monotonic(), _gap(self._pokes), 0
                 try:
                     if conn is None or conn.closed:
                         conn = await psycopg.AsyncConnection.connect(
