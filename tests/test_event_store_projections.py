@@ -362,6 +362,47 @@ def test_wait_for_wakes_on_a_transaction_that_appended(db: Any) -> None:
     assert returned and notified < 5
 
 
+def test_a_stream_of_appends_wakes_its_waiter_for_the_last_event(db: Any) -> None:
+    """Under a stream the notifier coalesces pokes (one NOTIFY per gap, pokes that find the
+    event set skip it): the stream's last append must still be announced. The waiter's poll
+    (40 s) would come far too late to hide a lost one."""
+    db.event_store.wait_for(2**62, timeout=0.01)  # the listener is in place from here on
+    writers, appends = 8, 25
+    positions: list[int] = []
+
+    def write(writer: int) -> None:
+        for sequence in range(appends):
+            (recorded,) = db.event_store.append(
+                "S", f"s-{writer}", [event(n=sequence)], expected_sequence=sequence
+            )
+            positions.append(recorded.position)
+
+    done: list[float] = []
+
+    def wait() -> None:
+        seen = 0
+        after = 0
+        while seen < writers * appends:
+            if not db.event_store.wait_for(after, timeout=20, poll_interval=40):
+                return
+            batch = db.event_store.read_all(after_position=after)
+            seen += len(batch)
+            after = batch[-1].position if batch else after
+        done.append(time.monotonic())
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    last_append = time.monotonic()
+    waiter.join(30)
+    assert len(positions) == writers * appends
+    assert done and done[0] - last_append < 5  # woken by a notification, not the poll
+
+
 def test_wait_for_polls_when_no_notification_comes(db: Any, store_url: str) -> None:
     """A writer that is not this library sends no NOTIFY: the poll finds its event."""
     woke: list[bool] = []
