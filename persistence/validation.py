@@ -201,31 +201,31 @@ def surrogate_at(value: str) -> int | None:
     return None if found is None else found.start()
 
 
+def _check_str(name: str, value: Any, optional: bool, max_length: int) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise invalid(name, value, f"must be a str, not {type(value).__name__}")
+    if not value or value != value.strip():
+        raise invalid(name, value, "must be non-empty, without surrounding spaces")
+    if "\x00" in value:
+        raise invalid(name, value, "must not contain a NUL character")
+    if (index := surrogate_at(value)) is not None:
+        raise invalid(
+            name,
+            value,
+            f"holds a lone surrogate (U+{ord(value[index]):04X}) at index {index}: "
+            + SURROGATE_REASON,
+        )
+    if len(value) > max_length:
+        raise invalid(name, value, f"is longer than {max_length} characters")
+
+
 def text_field(*, optional: bool = False, max_length: int = 256) -> Any:
     def validate(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if value is None and optional:
-            return
-        if not isinstance(value, str):
-            raise invalid(attribute.name, value, f"must be a str, not {type(value).__name__}")
-        if not value or value != value.strip():
-            raise invalid(attribute.name, value, "must be non-empty, without surrounding spaces")
-        if "\x00" in value:
-            raise invalid(attribute.name, value, "must not contain a NUL character")
-        if (index := surrogate_at(value)) is not None:
-            raise invalid(
-                attribute.name,
-                value,
-                f"holds a lone surrogate (U+{ord(value[index]):04X}) at index {index}: "
-                + SURROGATE_REASON,
-            )
-        if len(value) > max_length:
-            raise invalid(attribute.name, value, f"is longer than {max_length} characters")
+        _check_str(attribute.name, value, optional, max_length)
 
     return validate
-
-
-class _Named(NamedTuple):
-    name: str
 
 
 def check_text(name: str, value: Any, *, optional: bool = False, max_length: int = 256) -> None:
@@ -234,8 +234,7 @@ def check_text(name: str, value: Any, *, optional: bool = False, max_length: int
     The models' own validator, for arguments that are not a model's field (an order id given to
     ``update_status`` or ``executions.complete``), so that nothing a model refuses gets in.
     """
-    attribute: Any = _Named(name)  # the validator reads only the attribute's name
-    text_field(optional=optional, max_length=max_length)(None, attribute, value)
+    _check_str(name, value, optional, max_length)
 
 
 def secret_field(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
