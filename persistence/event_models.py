@@ -14,11 +14,11 @@ from typing import Any
 
 import attrs
 
+from persistence.json_values import check_json_object
 from persistence.validation import (
     INT64_MAX,
     as_utc,
     aware,
-    check_json_object,
     integer_field,
     text_field,
 )

@@ -17,21 +17,21 @@ import attrs
 
 from persistence.errors import ValidationError
 
-# The rules themselves live in persistence.validation; the names below were always importable
-# from here (docs/usage.md names persistence.models.check_json_object) and stay so.
+# The rules themselves live in persistence.validation and persistence.json_values; the names
+# below were always importable from here (docs/usage.md names
+# persistence.models.check_json_object) and stay so.
+from persistence.json_values import MAX_JSON_DEPTH, check_json_object
 from persistence.validation import (
     AMOUNT,
     INT32_MAX,
     INT64_MAX,
     IO_RATIO,
-    MAX_JSON_DEPTH,
     PRICE_CENTS,
     SYMBOL_PATTERN,
     NumericSpec,
     as_utc,
     aware,
     check_decimal,
-    check_json_object,
     check_symbol,
     decimal_field,
     integer_field,

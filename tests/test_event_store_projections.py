@@ -400,7 +400,9 @@ def test_a_stream_of_appends_wakes_its_waiter_for_the_last_event(db: Any) -> Non
     last_append = time.monotonic()
     waiter.join(30)
     assert len(positions) == writers * appends
-    assert done and done[0] - last_append < 5  # woken by a notification, not the poll
+    # woken by a notification, not the 40 s poll (a write transaction elsewhere on the shared
+    # test server may hold the horizon for seconds: then the rechecks after a notification wait)
+    assert done and done[0] - last_append < 15
 
 
 def test_wait_for_polls_when_no_notification_comes(db: Any, store_url: str) -> None:

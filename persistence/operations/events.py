@@ -25,6 +25,7 @@ from persistence.config import (
 )
 from persistence.converter import event_from_row
 from persistence.errors import InvalidTransition, NotFound, ValidationError
+from persistence.json_values import check_json_object
 from persistence.models import MAX_EVENT_ERROR, QueuedEvent
 from persistence.operations import (
     ALL,
@@ -38,7 +39,7 @@ from persistence.operations import (
 )
 from persistence.operations.checks import check_id, key, page
 from persistence.queries import events as sql
-from persistence.validation import INT32_MAX, INT64_MAX, check_json_object
+from persistence.validation import INT32_MAX, INT64_MAX
 
 
 def _payload(payload: Any) -> str:
