@@ -1,3 +1,4 @@
+DROP FUNCTION events_last_sequence(text, text);
 ALTER TABLE events
     DROP CONSTRAINT events_check,
     ADD CONSTRAINT events_position_check CHECK (position >= 1),

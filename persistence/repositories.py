@@ -8,12 +8,12 @@ runner of the database or transaction it belongs to.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from functools import partial, update_wrapper
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from persistence.event_models import RecordedEvent
-from persistence.operations import Operation, Steps
+from persistence.operations import Operation, Query
 from persistence.operations import accumulators as accumulator_ops
 from persistence.operations import auth as auth_ops
 from persistence.operations import event_store as event_store_ops
@@ -216,9 +216,7 @@ class notifying(operation[P, T]):
 
         def notifying_build(*args: Any, **kwargs: Any) -> Operation[T]:
             op = build(*args, **kwargs)
-            if isinstance(op, Steps):
-                op.gen = _then(op.gen, appended)
-                return op
+            assert isinstance(op, Query)
             decode = op.decode
 
             def decoded(result: Any) -> Any:
@@ -230,12 +228,6 @@ class notifying(operation[P, T]):
             return op
 
         return notifying_build
-
-
-def _then(gen: Generator[Any, Any, T], appended: Callable[[], None]) -> Generator[Any, Any, T]:
-    value = yield from gen
-    appended()
-    return value
 
 
 class driven(operation[P, T]):

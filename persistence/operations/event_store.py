@@ -27,7 +27,7 @@ from persistence.event_models import (
     RecordedEvent,
     Snapshot,
 )
-from persistence.operations import ALL, COUNT, NONE, Operation, Query, Repeat, Step, Steps
+from persistence.operations import ALL, COUNT, NONE, Query, Repeat, Step, Steps
 from persistence.operations.checks import check_count, check_limit
 from persistence.queries import event_store as sql
 from persistence.validation import check_text
@@ -137,7 +137,7 @@ def append(
     events: Sequence[NewEvent],
     *,
     expected_sequence: int,
-) -> Operation[list[RecordedEvent]]:
+) -> Query[list[RecordedEvent]]:
     """Append ``events`` to the aggregate, all or nothing; the events as recorded.
 
     ``expected_sequence`` is the last sequence the writer saw (0: the aggregate must be new).
@@ -169,7 +169,7 @@ def append_alone(
     events: Sequence[NewEvent],
     *,
     expected_sequence: int,
-) -> Operation[list[RecordedEvent]]:
+) -> Query[list[RecordedEvent]]:
     # ``append`` as a transaction of its own (db.event_store.append, in autocommit): one event
     # goes in one INSERT (APPEND_ONE_ALONE), several through append_events(). Its docstring
     # is append's: it is what db.event_store.append shows.
@@ -180,19 +180,17 @@ def append_alone(
     params["event_version"] = event.event_version
     params["payload"] = _dumps(event.payload)
     params["metadata"] = _dumps(event.metadata)
-    return Steps(_append_one(params, event), atomic=False)
+
+    def recorded(row: Any) -> list[RecordedEvent]:
+        position, recorded_at, actual = row
+        if position is None:  # a wrong expectation, or a concurrent append took the sequence
+            raise _conflict(params, int(actual))
+        return [_recorded(params, event, params["expected_sequence"] + 1, position, recorded_at)]
+
+    return Query(sql.APPEND_ONE_ALONE, params, decode=recorded)
 
 
 append_alone.__doc__ = append.__doc__
-
-
-def _append_one(
-    params: dict[str, Any], event: NewEvent
-) -> Generator[Step, Any, list[RecordedEvent]]:
-    row = yield Query(sql.APPEND_ONE_ALONE, params)
-    if row is None:  # the expectation was wrong, or a concurrent append took the next sequence
-        raise _conflict(params, int((yield Query(sql.LAST_SEQUENCE, params))[0]))
-    return [_recorded(params, event, params["expected_sequence"] + 1, *row)]
 
 
 def _events(rows: Any) -> list[RecordedEvent]:

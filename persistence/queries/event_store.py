@@ -48,16 +48,18 @@ APPEND_EVENTS = (
     "%(events)s::jsonb)"
 )
 
-# One event appended in a transaction of its own (an autocommit statement): no function call,
-# and one index probe for the expectation instead of append_events' three. Its position is
-# exactly (transaction id << 20): the first of its transaction. Inserted only when the event
-# at the expected sequence is stored (or the snapshot ends there; 0: no snapshot either), and
-# sequences are contiguous, so the aggregate's last sequence is then the expected one unless
-# a concurrent append holds the next: ON CONFLICT DO NOTHING returns no row, and the caller
-# reads the actual last sequence in a second statement (a new snapshot that sees the winner).
+# One event appended in a transaction of its own (an autocommit statement): no function call
+# for it, and one index probe for the expectation instead of append_events' three. Its
+# position is exactly (transaction id << 20): the first of its transaction. Inserted only when
+# the event at the expected sequence is stored (or the snapshot ends there; 0: no snapshot
+# either), and sequences are contiguous, so the aggregate's last sequence is then the expected
+# one unless a concurrent append holds the next (ON CONFLICT DO NOTHING, after waiting for it).
+# Returns (position, recorded_at, NULL) when inserted, else (NULL, NULL, the actual last
+# sequence), read by events_last_sequence() (migration 0008) with a snapshot that shows a
+# winner that committed while this statement waited.
 APPEND_ONE_ALONE = (
-    'INSERT INTO "events" AS e ("position", "aggregate_type", "aggregate_id", "sequence", '
-    '"event_type", "event_version", "payload", "metadata") '
+    'WITH appended AS (INSERT INTO "events" AS e ("position", "aggregate_type", "aggregate_id", '
+    '"sequence", "event_type", "event_version", "payload", "metadata") '
     "SELECT pg_current_xact_id()::text::bigint << 20, %(aggregate_type)s::text, "
     "%(aggregate_id)s::text, %(expected_sequence)s::bigint + 1, %(event_type)s::text, "
     "%(event_version)s::text, %(payload)s::jsonb, %(metadata)s::jsonb "
@@ -71,7 +73,10 @@ APPEND_ONE_ALONE = (
     'AND s."last_sequence" = %(expected_sequence)s::bigint) '
     "END "
     'ON CONFLICT ON CONSTRAINT "events_pkey" DO NOTHING '
-    'RETURNING e."position", e."recorded_at"'
+    'RETURNING e."position", e."recorded_at") '
+    'SELECT "position", "recorded_at", NULL::bigint FROM appended '
+    "UNION ALL SELECT NULL, NULL, events_last_sequence(%(aggregate_type)s, %(aggregate_id)s) "
+    "WHERE NOT EXISTS (SELECT FROM appended)"
 )
 
 LOAD_EVENTS = (
