@@ -9,7 +9,7 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-from persistence.converter import trade_copy_row, trade_from_row, trade_params
+from persistence.converter import trade_copy_row, trade_from_row, trade_or_none, trade_params
 from persistence.errors import Conflict, InvalidTransition, NotFound, ValidationError
 from persistence.models import Trade, TradeStatus
 from persistence.operations import (
@@ -38,10 +38,6 @@ def status_of(value: Any) -> TradeStatus:
     if member is None:
         raise ValidationError(f"status={value!r}: use one of {', '.join(_STATUSES)}")
     return member
-
-
-def _trade(row: Any) -> Trade | None:
-    return None if row is None else trade_from_row(row)
 
 
 def _trades(rows: Any) -> builtins.list[Trade]:
@@ -120,14 +116,14 @@ def _copy_new(batch: builtins.list[Trade]) -> Generator[Step, Any, int]:
 
 def get(tx_hash: str, log_index: int) -> Query[Trade | None]:
     """The trade of that on-chain event, or None."""
-    return Query(sql.SELECT_TRADE_BY_KEY, key(tx_hash, log_index), decode=_trade)
+    return Query(sql.SELECT_TRADE_BY_KEY, key(tx_hash, log_index), decode=trade_or_none)
 
 
 def get_by_id(trade_id: int) -> Query[Trade | None]:
     """The trade with that id, or None."""
     if type(trade_id) is not int:
         raise ValidationError(f"id={trade_id!r}: must be an int")
-    return Query(sql.SELECT_TRADE_BY_ID, {"id": trade_id}, decode=_trade)
+    return Query(sql.SELECT_TRADE_BY_ID, {"id": trade_id}, decode=trade_or_none)
 
 
 def update_status(
