@@ -25,6 +25,7 @@ from persistence.operations import (
     integer,
     new_id,
     nothing_new,
+    point,
 )
 from persistence.operations.checks import aware, key, page
 from persistence.queries import trades as sql
@@ -49,7 +50,7 @@ def insert(trade: Trade) -> Query[int | None]:
     if not isinstance(trade, Trade):
         raise ValidationError(f"insert takes a Trade, not {type(trade).__name__}")
     statement = sql.INSERT_TRADE if trade.id is None else sql.INSERT_TRADE_WITH_ID
-    return Query(statement, trade_params(trade), decode=new_id, stored=nothing_new)
+    return point(statement, trade_params(trade), new_id, nothing_new)
 
 
 def insert_many(trades: Iterable[Trade], *, batch_size: int = 50_000) -> Steps[int]:
@@ -116,7 +117,7 @@ def _copy_new(batch: builtins.list[Trade]) -> Generator[Step, Any, int]:
 
 def get(tx_hash: str, log_index: int) -> Query[Trade | None]:
     """The trade of that on-chain event, or None."""
-    return Query(sql.SELECT_TRADE_BY_KEY, key(tx_hash, log_index), decode=trade_or_none)
+    return point(sql.SELECT_TRADE_BY_KEY, key(tx_hash, log_index), trade_or_none)
 
 
 def get_by_id(trade_id: int) -> Query[Trade | None]:
