@@ -237,9 +237,17 @@ def _stirred(conn: Any) -> bool:
     return bool(poller.poll(0))
 
 
+def _quiet(conn: Any) -> bool:
+    """Whether the check passes without a round trip: the connection open, its socket quiet."""
+    try:
+        return not _stirred(conn)
+    except psycopg.Error:
+        return False
+
+
 def pool_check(probe: Callable[[], None]) -> Callable[[psycopg.Connection[Any]], None]:
     """The blocking pool's check hook; ``probe`` raises DatabaseUnavailable when the server is
-    down."""
+    down. Its ``quiet`` tells when it would pass without a round trip (``Pool.take_quiet``)."""
 
     def check(conn: psycopg.Connection[Any]) -> None:
         try:
@@ -254,15 +262,8 @@ def pool_check(probe: Callable[[], None]) -> Callable[[psycopg.Connection[Any]],
             raise ServerDown(down) from None
         raise psycopg.OperationalError("connection lost")  # the pool takes another
 
+    check.quiet = _quiet  # type: ignore[attr-defined]
     return check
-
-
-def _quiet(conn: Any) -> bool:
-    """Whether the check passes without a round trip: the connection open, its socket quiet."""
-    try:
-        return not _stirred(conn)
-    except psycopg.Error:
-        return False
 
 
 def async_pool_check(

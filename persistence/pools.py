@@ -50,6 +50,30 @@ def _left(
 class Pool(ConnectionPool[Any]):
     """``ConnectionPool`` with the short path for an idle connection (see the module)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._quiet = getattr(self._check, "quiet", None)
+
+    def take_quiet(self) -> Any:
+        """``getconn``'s short path in fewer calls (no timing, no check hook): the connection
+        returned last, if the check hook's ``quiet`` says it passes without a round trip
+        (``connection.pool_check``: open, its idle socket quiet; a ``poll``, so it may run
+        under the lock). None otherwise: the caller calls ``getconn``, which takes the same
+        connection and checks it fully."""
+        quiet = self._quiet
+        if quiet is None:
+            return None
+        with self._lock:
+            idle = self._pool
+            if not idle or self._closed or not quiet(idle[-1]):
+                return None
+            conn = idle.pop()
+            if len(idle) < self._nconns_min:
+                self._nconns_min = len(idle)
+            self._stats[REQUESTS] += 1
+        conn._pool = self
+        return conn
+
     def getconn(self, timeout: float | None = None) -> Any:
         started = monotonic()
         with self._lock:
