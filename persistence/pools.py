@@ -4,7 +4,7 @@ A point operation borrows a connection and gives it back on every call. psycopg_
 ``getconn`` and ``putconn`` take about twenty Python calls for it (a retry loop, logging, the
 waiting queue, the reset hook): 36,600 instructions with the check, a quarter of a raw lookup's
 own (``python -m bench.profile_calls --callgrind``, docs/performance.md). When a connection is
-idle in the pool and nobody waits, these classes do the same work in a few lines (17,500): the
+idle in the pool and nobody waits, these classes do the same work in a few lines (15,400): the
 same state, under the same lock, with the same check hook (``connection.pool_check``) and the
 same statistics. Anything else (an empty pool, waiting clients, a failed check, a connection
 to discard or roll back, a closed pool) goes through psycopg_pool's own path, unchanged.
