@@ -161,6 +161,10 @@ class _Deadline:
         conn._answer, conn._cancel = (None, 0.0) if seconds is None else _budget(seconds)
 
 
+_wait = psycopg.Connection.wait
+_await = psycopg.AsyncConnection.wait
+
+
 class DeadlineConnection(psycopg.Connection[Any]):
     """A connection whose every wait for the server ends within ``deadline`` seconds.
 
@@ -180,7 +184,7 @@ class DeadlineConnection(psycopg.Connection[Any]):
         if timeout is not None or self._answer is None:
             return super().wait(gen, interval, timeout)  # psycopg's own bounded waits
         try:
-            return super().wait(gen, interval, self._answer)
+            return _wait(self, gen, interval, self._answer)  # super(), minus building it each call
         except _WaitTimeout:
             with suppress(psycopg.Error):  # unreachable: closing is all that is left
                 self.cancel_safe(timeout=self._cancel)
@@ -201,7 +205,7 @@ class AsyncDeadlineConnection(psycopg.AsyncConnection[Any]):
         if timeout is not None or self._answer is None:
             return await super().wait(gen, interval, timeout)
         try:
-            return await super().wait(gen, interval, self._answer)
+            return await _await(self, gen, interval, self._answer)
         except _WaitTimeout:
             with suppress(psycopg.Error):
                 await self.cancel_safe(timeout=self._cancel)
@@ -233,9 +237,17 @@ def _stirred(conn: Any) -> bool:
     return bool(poller.poll(0))
 
 
+def _quiet(conn: Any) -> bool:
+    """Whether the check passes without a round trip: the connection open, its socket quiet."""
+    try:
+        return not _stirred(conn)
+    except psycopg.Error:
+        return False
+
+
 def pool_check(probe: Callable[[], None]) -> Callable[[psycopg.Connection[Any]], None]:
     """The blocking pool's check hook; ``probe`` raises DatabaseUnavailable when the server is
-    down."""
+    down. Its ``quiet`` tells when it would pass without a round trip (``Pool.take_quiet``)."""
 
     def check(conn: psycopg.Connection[Any]) -> None:
         try:
@@ -250,13 +262,15 @@ def pool_check(probe: Callable[[], None]) -> Callable[[psycopg.Connection[Any]],
             raise ServerDown(down) from None
         raise psycopg.OperationalError("connection lost")  # the pool takes another
 
+    check.quiet = _quiet  # type: ignore[attr-defined]
     return check
 
 
 def async_pool_check(
     probe: Callable[[], Awaitable[None]],
 ) -> Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]]:
-    """``pool_check`` for the asyncio pool."""
+    """``pool_check`` for the asyncio pool. Its ``quiet`` tells, without a coroutine, when it
+    would pass without awaiting anything (``pools.AsyncPool.take_quiet``)."""
 
     async def check(conn: psycopg.AsyncConnection[Any]) -> None:
         try:
@@ -271,4 +285,5 @@ def async_pool_check(
             raise ServerDown(down) from None
         raise psycopg.OperationalError("connection lost")
 
+    check.quiet = _quiet  # type: ignore[attr-defined]
     return check

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import psycopg
-from psycopg_pool import AsyncConnectionPool, ConnectionPool, PoolTimeout, TooManyRequests
+from psycopg_pool import PoolTimeout, TooManyRequests
 
 from persistence._translate import translate
 from persistence.config import Settings
@@ -61,7 +61,7 @@ __all__ = ["AsyncDatabase", "AsyncTransaction", "Database", "Transaction"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-P = TypeVar("P", ConnectionPool[Any], AsyncConnectionPool[Any])
+P = TypeVar("P", Pool, AsyncPool)
 
 # The pool ends a lost connection's growing retries after this long: the next request starts anew.
 RECONNECT_TIMEOUT = 5.0
@@ -169,7 +169,7 @@ def _prepare(url: str | None, settings: dict[str, Any]) -> Settings:
     return Settings.from_env(**settings)
 
 
-class Database(_Pooled[ConnectionPool[Any], Sync]):
+class Database(_Pooled[Pool, Sync]):
     """A connection pool to one PostgreSQL database, with the repositories on it."""
 
     def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None = None) -> None:
@@ -254,7 +254,7 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
         ``timeout`` bounds both the wait for a connection and each wait for the server (default:
         the acquire and operation timeouts). For extensions: the repositories are this, bound.
         """
-        conn = self._getconn(timeout)
+        conn = (None if self._server_down else self._pool.take_quiet()) or self._getconn(timeout)
         if timeout is not None:
             conn.deadline = timeout
         try:
@@ -319,7 +319,7 @@ class Database(_Pooled[ConnectionPool[Any], Sync]):
         return health_check(self, timeout=timeout)
 
 
-class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
+class AsyncDatabase(_Pooled[AsyncPool, Async]):
     """``Database`` for asyncio: the same operations, settings and errors, each awaited."""
 
     def __init__(self, settings: Settings, conninfo: str, keyring: Keyring | None = None) -> None:
@@ -391,7 +391,8 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
 
     async def run(self, op: Operation[T], *, timeout: float | None = None) -> T:
         """``Database.run`` for asyncio: ``await db.run(op, timeout=...)``."""
-        conn = await self._getconn(timeout)
+        taken = None if self._server_down else self._pool.take_quiet()  # no coroutine
+        conn = taken or await self._getconn(timeout)
         if timeout is not None:
             conn.deadline = timeout
         try:
@@ -405,7 +406,8 @@ class AsyncDatabase(_Pooled[AsyncConnectionPool[Any], Async]):
             if timeout is not None:
                 conn.deadline = self._deadline()
             conn.sync_rep.take()
-            await self._pool.putconn(conn)
+            if not self._pool.give_back(conn):
+                await self._pool.putconn(conn)
 
     _run = run  # the name the test suite and the benchmarks call
 

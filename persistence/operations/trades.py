@@ -9,7 +9,7 @@ from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
-from persistence.converter import trade_copy_row, trade_from_row, trade_params
+from persistence.converter import trade_copy_row, trade_from_row, trade_or_none, trade_params
 from persistence.errors import Conflict, InvalidTransition, NotFound, ValidationError
 from persistence.models import Trade, TradeStatus
 from persistence.operations import (
@@ -25,6 +25,7 @@ from persistence.operations import (
     integer,
     new_id,
     nothing_new,
+    point,
 )
 from persistence.operations.checks import aware, key, page
 from persistence.queries import trades as sql
@@ -40,10 +41,6 @@ def status_of(value: Any) -> TradeStatus:
     return member
 
 
-def _trade(row: Any) -> Trade | None:
-    return None if row is None else trade_from_row(row)
-
-
 def _trades(rows: Any) -> builtins.list[Trade]:
     return [trade_from_row(row) for row in rows]
 
@@ -53,7 +50,7 @@ def insert(trade: Trade) -> Query[int | None]:
     if not isinstance(trade, Trade):
         raise ValidationError(f"insert takes a Trade, not {type(trade).__name__}")
     statement = sql.INSERT_TRADE if trade.id is None else sql.INSERT_TRADE_WITH_ID
-    return Query(statement, trade_params(trade), decode=new_id, stored=nothing_new)
+    return point(statement, trade_params(trade), new_id, nothing_new)
 
 
 def insert_many(trades: Iterable[Trade], *, batch_size: int = 50_000) -> Steps[int]:
@@ -120,14 +117,14 @@ def _copy_new(batch: builtins.list[Trade]) -> Generator[Step, Any, int]:
 
 def get(tx_hash: str, log_index: int) -> Query[Trade | None]:
     """The trade of that on-chain event, or None."""
-    return Query(sql.SELECT_TRADE_BY_KEY, key(tx_hash, log_index), decode=_trade)
+    return point(sql.SELECT_TRADE_BY_KEY, key(tx_hash, log_index), trade_or_none)
 
 
 def get_by_id(trade_id: int) -> Query[Trade | None]:
     """The trade with that id, or None."""
     if type(trade_id) is not int:
         raise ValidationError(f"id={trade_id!r}: must be an int")
-    return Query(sql.SELECT_TRADE_BY_ID, {"id": trade_id}, decode=_trade)
+    return Query(sql.SELECT_TRADE_BY_ID, {"id": trade_id}, decode=trade_or_none)
 
 
 def update_status(
