@@ -9,3 +9,6 @@ ALTER TABLE events
     ADD CONSTRAINT events_event_version_check CHECK (char_length(event_version) BETWEEN 1 AND 32),
     ADD CONSTRAINT events_payload_check CHECK (jsonb_typeof(payload) = 'object'),
     ADD CONSTRAINT events_metadata_check CHECK (jsonb_typeof(metadata) = 'object');
+COMMENT ON TABLE events IS
+    'The event store: each aggregate''s events by sequence, and one global order by position '
+    '(docs/event-store.md). Written only by append_events().';

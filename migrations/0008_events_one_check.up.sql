@@ -22,6 +22,14 @@ ALTER TABLE events
         AND jsonb_typeof(payload) = 'object'
         AND jsonb_typeof(metadata) = 'object'
     );
+-- The one-event append (persistence.queries.event_store.APPEND_ONE_ALONE) checks the expected
+-- sequence by the event stored there, so it relies on each aggregate's sequences being
+-- contiguous (after compaction: from its snapshot on), as append_events() and the SQLite import
+-- (which refuses gaps) keep them. A writer that inserts rows by hand must keep them so too.
+COMMENT ON TABLE events IS
+    'The event store: each aggregate''s events by sequence, contiguous, and one global order by '
+    'position (docs/event-store.md). Written only by append_events() and the library''s '
+    'one-event INSERT, which relies on the sequences being contiguous.';
 COMMENT ON CONSTRAINT events_check ON events IS
     'position and sequence from 1; the text limits of persistence.event_models; payload and '
     'metadata JSON objects. One constraint: each CHECK is prepared again for every INSERT.';
