@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from bench import workloads
+from bench.compare import spread
 from bench.conftest import make_trades
 from persistence import AsyncDatabase, Database, queries
 from persistence.converter import trade_params
@@ -32,9 +33,8 @@ GETS, INSERTS = 200, 50
 
 
 def _ratios(a: list[float], b: list[float]) -> tuple[float, float, float]:
-    ratios = sorted(x / y for x, y in zip(a, b, strict=True))
-    tenth = len(ratios) // 10
-    return statistics.median(ratios), ratios[tenth], ratios[-1 - tenth]
+    """The median of the per-round ratios a / b and their 10th and 90th percentiles."""
+    return spread([x / y for x, y in zip(a, b, strict=True)])
 
 
 def main() -> None:
