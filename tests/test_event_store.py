@@ -290,3 +290,45 @@ def test_a_unique_violation_elsewhere_is_not_a_concurrency_conflict(db: Any) -> 
         )
     assert not isinstance(raised.value, ConcurrencyConflict)
     assert "events_position_key" in str(raised.value)
+
+
+# A hand-written INSERT that skips the library's checks: each of the table's rules (the column
+# domains of migration 0009), broken alone, is refused by the database under its own name.
+_GOOD_ROW = {
+    "position": 1,
+    "aggregate_type": "A",
+    "aggregate_id": "by-hand",
+    "sequence": 1,
+    "event_type": "T",
+    "event_version": "1",
+    "payload": "{}",
+    "metadata": "{}",
+}
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("position", 0),
+        ("sequence", 0),
+        ("aggregate_type", ""),
+        ("aggregate_id", "x" * 257),
+        ("event_type", ""),
+        ("event_version", "v" * 33),
+        ("payload", "[1]"),
+        ("metadata", '"text"'),
+    ],
+)
+def test_a_row_written_by_hand_that_breaks_a_rule_is_refused(
+    db: Any, column: str, value: Any
+) -> None:
+    row = {**_GOOD_ROW, column: value}
+    with pytest.raises(ValidationError, match=f"events_{column}_check"), db.transaction() as tx:
+        tx.connection.execute(
+            "INSERT INTO events (position, aggregate_type, aggregate_id, sequence, event_type, "
+            "event_version, payload, metadata) VALUES (%(position)s, %(aggregate_type)s, "
+            "%(aggregate_id)s, %(sequence)s, %(event_type)s, %(event_version)s, "
+            "%(payload)s::jsonb, %(metadata)s::jsonb)",
+            row,
+        )
+    assert db.event_store.last_sequence("A", "by-hand") == 0
