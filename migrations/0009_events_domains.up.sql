@@ -85,6 +85,10 @@ BEGIN
 END
 $$;
 
+-- The one-event append reads a loser's actual sequence with a statement of its own now
+-- (persistence.queries.event_store.APPEND_NEXT), not through this function.
+DROP FUNCTION events_last_sequence(text, text);
+
 COMMENT ON DOMAIN events_payload IS
     'A JSON object. The events table''s rules are domains rather than CHECK constraints: a '
     'CHECK is planned again for every INSERT, a domain once per session (migration 0009).';

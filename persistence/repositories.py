@@ -8,12 +8,12 @@ runner of the database or transaction it belongs to.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from functools import partial, update_wrapper
 from typing import Any, Concatenate, Generic, ParamSpec, TypeVar, cast, overload
 
 from persistence.event_models import RecordedEvent
-from persistence.operations import Operation, Query
+from persistence.operations import Operation, Steps
 from persistence.operations import accumulators as accumulator_ops
 from persistence.operations import auth as auth_ops
 from persistence.operations import event_store as event_store_ops
@@ -204,6 +204,12 @@ class TransactionEventQueue(EventQueue[M]):
 # --- the event store (issue #27) -----------------------------------------------------------
 
 
+def _announced(gen: Generator[Any, Any, T], appended: Callable[[], None]) -> Generator[Any, Any, T]:
+    value = yield from gen
+    appended()
+    return value
+
+
 class notifying(operation[P, T]):
     """An append: once its statement has returned, the owner's ``appended`` hook runs (the
     database's notifier; in a transaction, a mark that pokes it after the commit)."""
@@ -216,7 +222,9 @@ class notifying(operation[P, T]):
 
         def notifying_build(*args: Any, **kwargs: Any) -> Operation[T]:
             op = build(*args, **kwargs)
-            assert isinstance(op, Query)
+            if isinstance(op, Steps):
+                op.gen = _announced(op.gen, appended)
+                return op
             decode = op.decode
 
             def decoded(result: Any) -> Any:

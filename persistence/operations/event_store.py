@@ -27,7 +27,7 @@ from persistence.event_models import (
     RecordedEvent,
     Snapshot,
 )
-from persistence.operations import ALL, COUNT, NONE, Query, Repeat, Step, Steps
+from persistence.operations import ALL, COUNT, NONE, Operation, Query, Repeat, Step, Steps
 from persistence.operations.checks import check_count, check_limit
 from persistence.queries import event_store as sql
 from persistence.validation import check_text
@@ -169,10 +169,10 @@ def append_alone(
     events: Sequence[NewEvent],
     *,
     expected_sequence: int,
-) -> Query[list[RecordedEvent]]:
+) -> Operation[list[RecordedEvent]]:
     # ``append`` as a transaction of its own (db.event_store.append, in autocommit): one event
-    # goes in one INSERT (APPEND_ONE_ALONE), several through append_events(). Its docstring
-    # is append's: it is what db.event_store.append shows.
+    # goes in one INSERT (APPEND_FIRST / APPEND_NEXT), several through append_events(). Its
+    # docstring is append's: it is what db.event_store.append shows.
     if isinstance(events, Sequence) and len(events) != 1:
         return append(aggregate_type, aggregate_id, events, expected_sequence=expected_sequence)
     params, (event,) = _checked(aggregate_type, aggregate_id, events, expected_sequence)
@@ -180,14 +180,19 @@ def append_alone(
     params["event_version"] = event.event_version
     params["payload"] = _dumps(event.payload)
     params["metadata"] = _dumps(event.metadata)
+    return Steps(_append_one(params, event), atomic=False)
 
-    def recorded(row: Any) -> list[RecordedEvent]:
-        position, recorded_at, actual = row
-        if position is None:  # a wrong expectation, or a concurrent append took the sequence
-            raise _conflict(params, int(actual))
-        return [_recorded(params, event, params["expected_sequence"] + 1, position, recorded_at)]
 
-    return Query(sql.APPEND_ONE_ALONE, params, decode=recorded)
+def _append_one(
+    params: dict[str, Any], event: NewEvent
+) -> Generator[Step, Any, list[RecordedEvent]]:
+    expected = params["expected_sequence"]
+    row = yield Query(sql.APPEND_NEXT if expected else sql.APPEND_FIRST, params)
+    if row is None:  # a wrong expectation, or a concurrent append took the sequence
+        # a statement of its own: its snapshot shows a winner the insert waited for
+        raise _conflict(params, int((yield Query(sql.LAST_SEQUENCE, params))[0]))
+    position, recorded_at = row
+    return [_recorded(params, event, expected + 1, position, recorded_at)]
 
 
 append_alone.__doc__ = append.__doc__

@@ -11,7 +11,8 @@ from __future__ import annotations
 __all__ = [
     "ADVANCE_CHECKPOINT",
     "APPEND_EVENTS",
-    "APPEND_ONE_ALONE",
+    "APPEND_FIRST",
+    "APPEND_NEXT",
     "COMPACTED_BEFORE",
     "COMPACT_EVENTS",
     "CREATE_CHECKPOINT",
@@ -51,32 +52,32 @@ APPEND_EVENTS = (
 # One event appended in a transaction of its own (an autocommit statement): no function call
 # for it, and one index probe for the expectation instead of append_events' three. Its
 # position is exactly (transaction id << 20): the first of its transaction. Inserted only when
-# the event at the expected sequence is stored (or the snapshot ends there; 0: no snapshot
-# either), and sequences are contiguous, so the aggregate's last sequence is then the expected
-# one unless a concurrent append holds the next (ON CONFLICT DO NOTHING, after waiting for it).
-# Returns (position, recorded_at, NULL) when inserted, else (NULL, NULL, the actual last
-# sequence), read by events_last_sequence() (migration 0008) with a snapshot that shows a
-# winner that committed while this statement waited.
-APPEND_ONE_ALONE = (
-    'WITH appended AS (INSERT INTO "events" AS e ("position", "aggregate_type", "aggregate_id", '
-    '"sequence", "event_type", "event_version", "payload", "metadata") '
+# the event at the expected sequence is stored, or the snapshot ends there (APPEND_NEXT), or,
+# for a new aggregate, no snapshot either (APPEND_FIRST: a stored event 1 is a conflict on the
+# key). Sequences are contiguous, so the aggregate's last sequence is then the expected one
+# unless a concurrent append holds the next (ON CONFLICT DO NOTHING, after waiting for it).
+# No row back: a conflict, whose actual sequence a second statement (LAST_SEQUENCE, with a
+# snapshot of its own that shows the winner) reads. A CTE that returned it in the same
+# statement cost every append about 35,000 server instructions (docs/performance.md).
+_APPEND_ONE = (
+    'INSERT INTO "events" AS e ("position", "aggregate_type", "aggregate_id", "sequence", '
+    '"event_type", "event_version", "payload", "metadata") '
     "SELECT pg_current_xact_id()::text::bigint << 20, %(aggregate_type)s::text, "
     "%(aggregate_id)s::text, %(expected_sequence)s::bigint + 1, %(event_type)s::text, "
     "%(event_version)s::text, %(payload)s::jsonb, %(metadata)s::jsonb "
-    "WHERE CASE WHEN %(expected_sequence)s::bigint = 0 "
-    'THEN NOT EXISTS (SELECT FROM "snapshots" s WHERE s."aggregate_type" = %(aggregate_type)s '
-    'AND s."aggregate_id" = %(aggregate_id)s) '
-    'ELSE EXISTS (SELECT FROM "events" x WHERE x."aggregate_type" = %(aggregate_type)s '
-    'AND x."aggregate_id" = %(aggregate_id)s AND x."sequence" = %(expected_sequence)s::bigint) '
-    'OR EXISTS (SELECT FROM "snapshots" s WHERE s."aggregate_type" = %(aggregate_type)s '
-    'AND s."aggregate_id" = %(aggregate_id)s '
-    'AND s."last_sequence" = %(expected_sequence)s::bigint) '
-    "END "
+    "WHERE {} "
     'ON CONFLICT ON CONSTRAINT "events_pkey" DO NOTHING '
-    'RETURNING e."position", e."recorded_at") '
-    'SELECT "position", "recorded_at", NULL::bigint FROM appended '
-    "UNION ALL SELECT NULL, NULL, events_last_sequence(%(aggregate_type)s, %(aggregate_id)s) "
-    "WHERE NOT EXISTS (SELECT FROM appended)"
+    'RETURNING e."position", e."recorded_at"'
+)
+_SNAPSHOT = (
+    'SELECT FROM "snapshots" s WHERE s."aggregate_type" = %(aggregate_type)s '
+    'AND s."aggregate_id" = %(aggregate_id)s'
+)
+APPEND_FIRST = _APPEND_ONE.format(f"NOT EXISTS ({_SNAPSHOT})")
+APPEND_NEXT = _APPEND_ONE.format(
+    'EXISTS (SELECT FROM "events" x WHERE x."aggregate_type" = %(aggregate_type)s '
+    'AND x."aggregate_id" = %(aggregate_id)s AND x."sequence" = %(expected_sequence)s::bigint) '
+    f'OR EXISTS ({_SNAPSHOT} AND s."last_sequence" = %(expected_sequence)s::bigint)'
 )
 
 LOAD_EVENTS = (
