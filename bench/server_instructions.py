@@ -56,19 +56,15 @@ _CHECK_0008 = (
     "AND 256 AND char_length(event_type) BETWEEN 1 AND 200 AND char_length(event_version) "
     "BETWEEN 1 AND 32 AND jsonb_typeof(payload) = 'object' AND jsonb_typeof(metadata) = 'object')"
 )
-# migration 0008's function, on the CHECK copy: the 0008 statement calls it on a conflict
-_LAST_SEQUENCE_0008 = """
-CREATE FUNCTION events_last_sequence(p_type text, p_id text) RETURNS bigint
-LANGUAGE plpgsql VOLATILE AS $$
-BEGIN
-    RETURN greatest(
-        (SELECT max(e.sequence) FROM events_as_check e
-          WHERE e.aggregate_type = p_type AND e.aggregate_id = p_id),
-        (SELECT s.last_sequence FROM snapshots s
-          WHERE s.aggregate_type = p_type AND s.aggregate_id = p_id),
-        0);
-END
-$$"""
+# migration 0008's function (0009 dropped it), on the CHECK copy: the 0008 statement calls it
+_MIGRATION_0008 = Path(__file__).parent.parent / "migrations" / "0008_events_one_check.up.sql"
+_LAST_SEQUENCE_0008 = (
+    _MIGRATION_0008.read_text()
+    .split("CREATE FUNCTION events_last_sequence", 1)[1]
+    .split("$$;", 1)[0]
+    .replace("FROM events e", "FROM events_as_check e")
+)
+_LAST_SEQUENCE_0008 = f"CREATE FUNCTION events_last_sequence{_LAST_SEQUENCE_0008}$$"
 SETUP = (
     _COPY.format(name="events_as_check"),
     _BASE_TYPES.format(name="events_as_check"),
