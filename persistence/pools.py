@@ -4,7 +4,7 @@ A point operation borrows a connection and gives it back on every call. psycopg_
 ``getconn`` and ``putconn`` take about twenty Python calls for it (a retry loop, logging, the
 waiting queue, the reset hook): 36,600 instructions with the check, a quarter of a raw lookup's
 own (``python -m bench.profile_calls --callgrind``, docs/performance.md). When a connection is
-idle in the pool and nobody waits, these classes do the same work in a few lines (15,400): the
+idle in the pool and nobody waits, these classes do the same work in a few lines (16,000): the
 same state, under the same lock, with the same check hook (``connection.pool_check``) and the
 same statistics. Anything else (an empty pool, waiting clients, a failed check, a connection
 to discard or roll back, a closed pool) goes through psycopg_pool's own path, unchanged.
@@ -33,6 +33,23 @@ logger = logging.getLogger(__name__)
 
 IDLE = TransactionStatus.IDLE
 REQUESTS = ConnectionPool._REQUESTS_NUM
+
+
+def _reusable(pool: ConnectionPool[Any] | AsyncConnectionPool[Any], conn: Any) -> bool:
+    """Whether a returned connection goes straight back: from this pool, idle, not drained, not
+    expired, and the pool open with no reset hook (psycopg_pool's own checks, in order)."""
+    try:
+        mine = conn._pool is pool
+    except AttributeError:
+        return False  # psycopg_pool's own path says whose it is
+    return (
+        mine
+        and not pool._closed
+        and pool._reset is None
+        and conn.pgconn.transaction_status == IDLE
+        and conn._created_at > pool._drained_at
+        and conn._expire_at > monotonic()
+    )
 
 
 def _left(
@@ -109,20 +126,7 @@ class Pool(ConnectionPool[Any]):
         return conn
 
     def putconn(self, conn: Any) -> None:
-        try:
-            mine = conn._pool is self
-        except AttributeError:
-            mine = False  # psycopg_pool's own path says whose it is
-        # idle, not drained, not expired, the pool open with no reset hook: psycopg_pool's own
-        # checks, in order, inlined (a call and a getattr less)
-        if (
-            mine
-            and not self._closed
-            and self._reset is None
-            and conn.pgconn.transaction_status == IDLE
-            and conn._created_at > self._drained_at
-            and conn._expire_at > monotonic()
-        ):
+        if _reusable(self, conn):
             with self._lock:
                 if not (self._waiting or self._closed or self._pool_full_event):
                     conn._pool = None
@@ -183,17 +187,8 @@ class AsyncPool(AsyncConnectionPool[Any]):
 
     def give_back(self, conn: Any) -> bool:
         """``putconn``'s short path without a coroutine; False: await ``putconn`` instead."""
-        try:
-            mine = conn._pool is self
-        except AttributeError:
-            mine = False
         if (
-            mine  # the same checks as Pool.putconn's
-            and not self._closed
-            and self._reset is None
-            and conn.pgconn.transaction_status == IDLE
-            and conn._created_at > self._drained_at
-            and conn._expire_at > monotonic()
+            _reusable(self, conn)
             and not (self._waiting or self._pool_full_event)
             and not self._lock.locked()
         ):
