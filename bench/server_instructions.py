@@ -58,13 +58,12 @@ _CHECK_0008 = (
 )
 # migration 0008's function (0009 dropped it), on the CHECK copy: the 0008 statement calls it
 _MIGRATION_0008 = Path(__file__).parent.parent / "migrations" / "0008_events_one_check.up.sql"
+_FUNCTION_0008 = _MIGRATION_0008.read_text().split("CREATE FUNCTION events_last_sequence", 1)[1]
 _LAST_SEQUENCE_0008 = (
-    _MIGRATION_0008.read_text()
-    .split("CREATE FUNCTION events_last_sequence", 1)[1]
-    .split("$$;", 1)[0]
-    .replace("FROM events e", "FROM events_as_check e")
+    "CREATE FUNCTION events_last_sequence"
+    + _FUNCTION_0008.split("$$;", 1)[0].replace("FROM events e", "FROM events_as_check e")
+    + "$$"
 )
-_LAST_SEQUENCE_0008 = f"CREATE FUNCTION events_last_sequence{_LAST_SEQUENCE_0008}$$"
 SETUP = (
     _COPY.format(name="events_as_check"),
     _BASE_TYPES.format(name="events_as_check"),

@@ -1,10 +1,11 @@
 -- The events table's rules move from its CHECK constraint onto the columns' types (issue #27).
 -- PostgreSQL reads a table's CHECK expressions from the catalog, parses and plans them again
 -- for every INSERT statement it executes, prepared or not: for a one-event append, events_check
--- cost about 210,000 of the server's 490,000 instructions (callgrind, docs/performance.md). A
--- domain's check is planned once per session and kept in its type cache; the same rules as
--- domains cost about 40,000. The rules and their constraint names are those of migration 0007;
--- a refused value raises check_violation (ValidationError in the library) as before.
+-- cost about 210,000 of the server's 490,000 instructions (bench.server_instructions,
+-- docs/performance.md). A domain's check is planned once per session and kept in its type
+-- cache; the same rules as domains cost about 31,000. The rules and their constraint names
+-- are those of migration 0007; a refused value raises check_violation (ValidationError in the
+-- library) as before.
 -- Changing the types rewrites events and rebuilds its indexes, under an exclusive lock.
 CREATE DOMAIN events_position AS bigint CONSTRAINT events_position_check CHECK (VALUE >= 1);
 CREATE DOMAIN events_sequence AS bigint CONSTRAINT events_sequence_check CHECK (VALUE >= 1);
