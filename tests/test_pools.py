@@ -3,15 +3,19 @@ whatever it does not handle itself goes through psycopg_pool's own path with the
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from psycopg.pq import TransactionStatus
+from psycopg_pool import PoolClosed, PoolTimeout
 
+from persistence import AsyncDatabase
 from persistence.operations import Query
-from tests.bridge import Bridged
+from tests.bridge import Bridged, Loop
 
 BACKEND = Query("SELECT pg_backend_pid()", decode=lambda row: row[0])
 
@@ -78,3 +82,77 @@ def test_a_returned_connection_goes_to_the_caller_waiting_for_one(
         db.pool.putconn(_real(held))
         waiter.join(5)
         assert got and time.monotonic() - returned < 2
+
+
+def test_a_connection_handed_to_a_task_cancelled_before_it_ran_goes_back_to_the_pool(
+    database_url: str, loop: Loop
+) -> None:
+    """The hand-off resolves the waiter; cancelled before it resumes, the task must not take the
+    connection with it: on a pool of one, the next call would wait out its timeout."""
+
+    async def scenario() -> None:
+        db = await AsyncDatabase.connect(database_url, min_size=1, max_size=1, acquire_timeout=2)
+        try:
+            held = await db.pool.getconn()
+            waiter = asyncio.create_task(db.pool.getconn())
+            while db.pool.get_stats().get("requests_waiting", 0) < 1:
+                await asyncio.sleep(0.01)
+            assert db.pool.give_back(held)  # handed to the waiter, which has not run yet
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert await db.run(BACKEND, timeout=1) > 0
+            assert db.pool.get_stats()["pool_available"] == 1
+        finally:
+            await db.close()
+
+    loop.run(scenario())
+
+
+def test_a_connection_given_back_skips_the_tasks_that_stopped_waiting(
+    database_url: str, loop: Loop
+) -> None:
+    """Queued tasks that were cancelled or timed out are passed over, in order; the first still
+    waiting gets the connection, and with none left it goes back to the pool."""
+
+    async def scenario() -> None:
+        db = await AsyncDatabase.connect(database_url, min_size=1, max_size=1, acquire_timeout=5)
+        try:
+            held = await db.pool.getconn()
+            cancelled = asyncio.create_task(db.pool.getconn())
+            timed_out = asyncio.create_task(db.pool.getconn(timeout=0.05))
+            served = asyncio.create_task(db.pool.getconn())
+            while db.pool.get_stats().get("requests_waiting", 0) < 3:
+                await asyncio.sleep(0.01)
+            cancelled.cancel()
+            with pytest.raises(PoolTimeout, match=r"after 0\.05 sec"):
+                await timed_out
+            assert db.pool.give_back(held)
+            conn = await asyncio.wait_for(served, 1)
+            assert conn is held and cancelled.cancelled()
+            assert db.pool.give_back(conn)  # nobody waits now: back into the pool
+            assert db.pool.get_stats()["pool_available"] == 1
+            assert await db.run(BACKEND, timeout=1) > 0
+        finally:
+            await db.close()
+
+    loop.run(scenario())
+
+
+def test_a_task_waiting_when_the_pool_closes_is_told_so(database_url: str, loop: Loop) -> None:
+    async def scenario() -> None:
+        db = await AsyncDatabase.connect(database_url, min_size=1, max_size=1, acquire_timeout=5)
+        held = await db.pool.getconn()
+        waiter = asyncio.create_task(db.pool.getconn())
+        while db.pool.get_stats().get("requests_waiting", 0) < 1:
+            await asyncio.sleep(0.01)
+        await db.pool.putconn(held)
+        assert await waiter is held  # served first, then the close ends the next wait
+        again = asyncio.create_task(db.pool.getconn())
+        while db.pool.get_stats().get("requests_waiting", 0) < 1:
+            await asyncio.sleep(0.01)
+        await db.close()
+        with pytest.raises(PoolClosed, match="is closed"):
+            await asyncio.wait_for(again, 2)
+
+    loop.run(scenario())

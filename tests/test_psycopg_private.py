@@ -10,6 +10,7 @@ to wait forever on a partition or a report to count waiters wrongly.
 from __future__ import annotations
 
 import collections
+import hashlib
 import inspect
 import time
 from collections.abc import Callable
@@ -108,3 +109,15 @@ def test_a_pooled_connection_carries_its_creation_and_expiry_times(database_url:
     with pool, pool.connection() as conn:
         assert isinstance(conn._created_at, float) and isinstance(conn._expire_at, float)
         assert conn._created_at < conn._expire_at
+
+
+def test_the_async_pools_queueing_is_the_one_persistence_pools_copied() -> None:
+    """``AsyncPool._getconn_unchecked`` is psycopg_pool 3.3.3's, line for line, with a cheaper
+    waiter; an upgrade that changes upstream's must be read and copied again."""
+    source = inspect.getsource(psycopg_pool.AsyncConnectionPool._getconn_unchecked)
+    assert hashlib.sha256(source.encode()).hexdigest() == (
+        "55c9edf03c0835933878179bf5c6c8f37b5a95b1c83dc6155d6ca1ac02f552ce"
+    ), "psycopg_pool's _getconn_unchecked changed: compare it with persistence/pools.py's copy"
+    waiter = psycopg_pool.pool_async.WaitingClient
+    assert all(inspect.iscoroutinefunction(getattr(waiter, name)) for name in ("set", "fail"))
+    assert callable(psycopg_pool.pool_async.ReturnConnection)
