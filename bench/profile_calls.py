@@ -6,7 +6,9 @@ Each scenario runs one part of a call in a loop: the whole call on raw psycopg a
 layer (``get`` and ``insert_one``, sync and async), and the layer's parts alone: building the
 operation, the repository's bound method, the pool's checkout and return, its idle check, the
 client-side deadline's override of ``wait``, the runner on a held connection, the row decode,
-the sync-rep bookkeeping. Printed as a Markdown table, one row per scenario:
+the sync-rep bookkeeping; and bench.compare's concurrent insert (64 tasks on 8 connections,
+raw and the layer, against the sync layer's 8 threads), per insert. Printed as a Markdown
+table, one row per scenario:
 
 - ``µs/call``: the best of ``--repeats`` timed loops of ``--calls`` calls (the least disturbed
   by other work on the machine; a part that waits for the server keeps that wait's noise);
@@ -41,6 +43,7 @@ from typing import Any
 
 import psycopg
 
+from bench import workloads
 from bench.conftest import make_trades
 from persistence import AsyncDatabase, Database, queries
 from persistence.connection import AsyncDeadlineConnection, DeadlineConnection, SyncRep
@@ -304,6 +307,30 @@ def alayer_insert(env: Env) -> Loop:
     return env.run_async(lambda: insert(next(trades)))
 
 
+def _batches(env: Env, insert_all: Callable[[list[Any]], Any]) -> Loop:
+    """n inserts at once, spread by ``insert_all`` over the workers of bench.compare's group."""
+    trades = env.fresh()
+    return lambda n: insert_all([next(trades) for _ in range(n)])
+
+
+def araw_tasks_insert(env: Env) -> Loop:
+    pool = env.loop.run_until_complete(workloads.open_psycopg_pool(env.url))
+    env.stack.callback(lambda: env.loop.run_until_complete(pool.close()))
+    return _batches(env, lambda ts: env.loop.run_until_complete(workloads.insert_psycopg(pool, ts)))
+
+
+def alayer_tasks_insert(env: Env) -> Loop:
+    db = env.loop.run_until_complete(workloads.layer_async(env.url))[0]
+    env.stack.callback(lambda: env.loop.run_until_complete(db.close()))
+    return _batches(env, lambda ts: env.loop.run_until_complete(workloads.insert_layer(db, ts)))
+
+
+def layer_threads_insert(env: Env) -> Loop:
+    pool = workloads.POOL
+    db = env.stack.enter_context(Database.connect(env.url, min_size=pool, max_size=pool))
+    return _batches(env, lambda ts: workloads.insert_sync_threads(db, ts))
+
+
 # (section, scenario, what it is); a section's first scenario is the whole call on raw psycopg
 SCENARIOS: list[tuple[str, Callable[[Env], Loop], str]] = [
     ("get, sync", raw_get, "raw psycopg: execute + fetchone"),
@@ -331,6 +358,9 @@ SCENARIOS: list[tuple[str, Callable[[Env], Loop], str]] = [
     ("get, async", aplain_wait, "psycopg's own `wait` (per wait, no I/O)"),
     ("insert_one, async", araw_insert, "raw psycopg async: params + execute + fetchone"),
     ("insert_one, async", alayer_insert, "**the layer: `await db.trades.insert`**"),
+    ("insert, 64 tasks on 8 connections", araw_tasks_insert, "raw psycopg async + psycopg_pool"),
+    ("insert, 64 tasks on 8 connections", alayer_tasks_insert, "**the layer, async**"),
+    ("insert, 64 tasks on 8 connections", layer_threads_insert, "the sync layer, 8 threads"),
 ]
 BY_NAME = {scenario.__name__: scenario for _, scenario, _ in SCENARIOS}
 
