@@ -74,12 +74,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__)
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument(
-        "--only", choices=["tokens"], help="run one group only (tokens: sealed against plain)"
+        "--only",
+        choices=["tokens", "processes"],
+        help="run one group only (tokens: sealed against plain; processes: the same gets on "
+        "three raw connections and the layer, round by round)",
     )
     args = parser.parse_args()
-    if args.only == "tokens":
+    if args.only:
         with migrated_database(admin_url(), "persistence_compare") as url:
-            print("\n".join(_token_rows(url, args.rounds)))
+            rows = _token_rows if args.only == "tokens" else _process_rows
+            print("\n".join(rows(url, args.rounds)))
         return
     loop = asyncio.new_event_loop()
     run = loop.run_until_complete
@@ -98,14 +102,14 @@ def main() -> None:
         def some_keys() -> list[tuple[str, int]]:
             return random.sample(keys, 200)
 
-        def raw_insert(trades: list[Any]) -> None:
+        def raw_insert(conn: psycopg.Connection[Any], trades: list[Any]) -> None:
             for trade in trades:
-                raw.execute(queries.INSERT_TRADE, trade_params(trade)).fetchone()
+                conn.execute(queries.INSERT_TRADE, trade_params(trade)).fetchone()
 
-        def raw_get(picked: list[tuple[str, int]]) -> None:
+        def raw_get(conn: psycopg.Connection[Any], picked: list[tuple[str, int]]) -> None:
             for tx_hash, log_index in picked:
                 params = {"tx_hash": tx_hash, "log_index": log_index}
-                raw.execute(queries.SELECT_TRADE_BY_KEY, params).fetchone()
+                conn.execute(queries.SELECT_TRADE_BY_KEY, params).fetchone()
 
         def fresh(count: int) -> Callable[[Callable[[list[Any]], Any]], Batch]:
             def batch(work: Callable[[list[Any]], Any]) -> Batch:
@@ -121,6 +125,41 @@ def main() -> None:
             def once() -> float:
                 chosen = some_keys()
                 return _timed(lambda: work(chosen))
+
+            return once
+
+        def lent(work: Callable[[Any, list[Any]], Any], make: Callable[[], list[Any]]) -> Batch:
+            """``work`` by raw psycopg on the connection the layer's next call takes (its pool
+            lends the one returned last): both talk to one server process. On this 2-core
+            machine each server process runs either beside the client or across from it, 35
+            against 70 us a lookup (``python -m bench.compare --only processes``), and one process
+            stays one way for seconds: raw psycopg on a connection of its own measured that.
+            The deadline is off for the batch: psycopg's own wait, one call deeper."""
+
+            def once() -> float:
+                items = make()
+                conn = db.pool.getconn()
+                deadline, conn.deadline = conn.deadline, None
+                try:
+                    return _timed(lambda: work(conn, items))
+                finally:
+                    conn.deadline = deadline
+                    db.pool.putconn(conn)
+
+            return once
+
+        def alent(work: Callable[[Any, list[Any]], Any]) -> Batch:
+            """``lent`` for the async group: raw psycopg async on the async layer's connection."""
+
+            def once() -> float:
+                items = some_keys()
+                conn = run(adb.pool.getconn())
+                deadline, conn.deadline = conn.deadline, None
+                try:
+                    return _timed(lambda: run(work(conn, items)))
+                finally:
+                    conn.deadline = deadline
+                    run(adb.pool.putconn(conn))
 
             return once
 
@@ -141,8 +180,9 @@ def main() -> None:
         rows += compare(
             "get, 200 sequential (sync)",
             {
-                "raw_psycopg": picked(raw_get),
+                "raw_psycopg": lent(raw_get, some_keys),
                 "persistence": picked(lambda ks: [db.trades.get(*k) for k in ks]),
+                "raw_psycopg_own_connection": picked(lambda ks: raw_get(raw, ks)),
             },
             args.rounds,
         )
@@ -154,16 +194,20 @@ def main() -> None:
         rows += compare(
             "insert_one, 100 sequential (sync)",
             {
-                "raw_psycopg": fresh(100)(raw_insert),
+                "raw_psycopg": lent(raw_insert, lambda: make_trades(100)),
                 "persistence": fresh(100)(lambda ts: [db.trades.insert(t) for t in ts]),
+                "raw_psycopg_own_connection": fresh(100)(lambda ts: raw_insert(raw, ts)),
             },
             args.rounds,
         )
         rows += compare(
             "async_get, 200 sequential",
             {
-                "raw_psycopg_async": picked(lambda ks: run(workloads.get_psycopg(araw, ks))),
+                "raw_psycopg_async": alent(workloads.get_psycopg),
                 "persistence_async": picked(lambda ks: run(workloads.get_layer(adb, ks))),
+                "raw_psycopg_async_own_connection": picked(
+                    lambda ks: run(workloads.get_psycopg(araw, ks))
+                ),
                 "asyncpg": picked(lambda ks: run(workloads.get_asyncpg(pg, ks))),
             },
             args.rounds,
@@ -188,6 +232,38 @@ def main() -> None:
         raw.close()
         db.close()
     loop.close()
+
+
+def _process_rows(url: str, rounds: int) -> list[str]:
+    """200 gets on each of three raw psycopg connections (three server processes) and on the
+    layer, round by round: which process answers decides more than which client asks."""
+    rows = [
+        "| round | raw, connection 1 | raw, connection 2 | raw, connection 3 | the layer |",
+        "|---|---|---|---|---|",
+    ]
+    with Database.connect(url, min_size=1, max_size=1) as db:
+        stored = make_trades(1_000)
+        db.trades.insert_many(stored)
+        keys = [(t.tx_hash, t.log_index) for t in stored[:200]]
+        raws = [psycopg.connect(url, autocommit=True) for _ in range(3)]
+
+        def raw(conn: psycopg.Connection[Any]) -> float:
+            return _timed(
+                lambda: [
+                    conn.execute(
+                        queries.SELECT_TRADE_BY_KEY, {"tx_hash": h, "log_index": i}
+                    ).fetchone()
+                    for h, i in keys
+                ]
+            )
+
+        for number in range(1, rounds + 1):
+            times = [raw(conn) for conn in raws]
+            times.append(_timed(lambda: [db.trades.get(*k) for k in keys]))
+            rows.append(f"| {number} | " + " | ".join(f"{t * 1000:.2f} ms" for t in times) + " |")
+        for conn in raws:
+            conn.close()
+    return rows
 
 
 def _token_rows(url: str, rounds: int) -> list[str]:
