@@ -17,6 +17,8 @@ from itertools import islice
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
 
 from persistence._translate import translate
 from persistence.errors import PersistenceError, ValidationError
@@ -24,6 +26,8 @@ from persistence.operations import ALL, COUNT, ONE, Batch, Copy, Operation, Quer
 from persistence.validation import SURROGATE_REASON, surrogate_at
 
 __all__ = ["arun_on", "run_on"]
+
+IDLE = TransactionStatus.IDLE
 
 Connection = psycopg.Connection[Any]
 AsyncConnection = psycopg.AsyncConnection[Any]
@@ -55,16 +59,19 @@ class _Driver:
 
 
 def _cursor(conn: Any, fetch: int) -> Any:
-    """The cursor a statement runs on: for at most one row (or a count), the connection's own,
-    made at its first use and reused; psycopg's ``conn.execute`` makes a cursor per statement,
-    about 43,000 client instructions of a 112,000 round trip (docs/performance.md). Rows of
-    ``ALL`` get a cursor of their own, so that no idle connection keeps a large result."""
-    if fetch == ALL:
+    """The cursor a statement runs on. A statement of at most one row (or a count) on a
+    connection with no transaction open (``Database.run``'s, lent to one call) runs on the
+    connection's own cursor, made at its first use and reused: psycopg's ``conn.execute`` makes
+    a cursor per statement, about 43,000 client instructions of a 112,000 round trip
+    (docs/performance.md). Inside a transaction user code may share the connection between
+    threads or tasks, or pipeline it, and a cursor is not safe to share: a cursor per statement
+    there, as for rows of ``ALL`` (no idle connection keeps a large result)."""
+    if fetch == ALL or conn.pgconn.transaction_status != IDLE:
         return conn.cursor()
     try:
         return conn.point_cursor
-    except AttributeError:
-        cursor = conn.point_cursor = conn.cursor()
+    except AttributeError:  # tuples, as the decoders read them, whatever conn.row_factory says
+        cursor = conn.point_cursor = conn.cursor(row_factory=tuple_row)
         return cursor
 
 

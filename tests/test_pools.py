@@ -14,7 +14,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import PoolClosed, PoolTimeout
 
 from persistence import AsyncDatabase
-from persistence.operations import ALL, Query
+from persistence.operations import Query
 from tests.bridge import Bridged, Loop
 
 BACKEND = Query("SELECT pg_backend_pid()", decode=lambda row: row[0])
@@ -156,20 +156,3 @@ def test_a_task_waiting_when_the_pool_closes_is_told_so(database_url: str, loop:
             await asyncio.wait_for(again, 2)
 
     loop.run(scenario())
-
-
-def test_an_idle_connection_keeps_no_large_result(
-    database_url: str, open_database: Callable[..., Any]
-) -> None:
-    """Statements of one row reuse the connection's cursor (``runners._cursor``), which keeps
-    its last result until the next statement; many rows take a cursor of their own."""
-    rows = Query("SELECT generate_series(1, 5000)", fetch=ALL, decode=len)
-    with open_database(database_url, min_size=1, max_size=1) as db:
-        db.run(BACKEND)
-        assert db.run(rows) == 5000
-        conn = db.pool.getconn()
-        try:
-            kept = _real(conn).point_cursor.pgresult
-            assert kept is not None and kept.ntuples == 1  # BACKEND's row, not the 5,000
-        finally:
-            db.pool.putconn(_real(conn))
