@@ -123,6 +123,38 @@ def test_a_writer_that_loses_the_race_gets_a_conflict_with_the_winners_sequence(
     assert db.event_store.last_sequence("Account", "a-1") == 3
 
 
+def test_several_events_that_lose_the_race_report_the_winners_sequence_not_their_own(
+    db: Any,
+) -> None:
+    """Three events past a winner's one: the loser's insert skips the clash on the first and
+    writes the other two before it fails; the sequence it reports is the winner's (6), not
+    that of its own rows, which its failure undoes (8, before migration 0010)."""
+    db.event_store.append("Account", "a-1", [event() for _ in range(5)], expected_sequence=0)
+    outcome: list[Any] = []
+    with db.transaction() as winner:
+        winner.event_store.append("Account", "a-1", [event()], expected_sequence=5)
+
+        def lose() -> None:
+            try:
+                outcome.append(
+                    db.event_store.append(
+                        "Account", "a-1", [event(), event(), event()], expected_sequence=5
+                    )
+                )
+            except Exception as exc:
+                outcome.append(exc)
+
+        loser = threading.Thread(target=lose)
+        loser.start()
+        time.sleep(0.3)  # the loser waits on the winner's uncommitted sequence 6
+        assert not outcome
+    loser.join(10)
+    (result,) = outcome
+    assert isinstance(result, ConcurrencyConflict), result
+    assert result.actual_sequence == 6
+    assert [e.sequence for e in db.event_store.load("Account", "a-1")] == [1, 2, 3, 4, 5, 6]
+
+
 def test_racing_writers_on_one_aggregate_lose_nothing_and_double_nothing(db: Any) -> None:
     writers, appends = 8, 6
     done: list[tuple[int, int]] = []
