@@ -77,7 +77,8 @@ def main() -> None:
         "--only",
         choices=["tokens", "processes"],
         help="run one group only (tokens: sealed against plain; processes: the same gets on "
-        "three raw connections and the layer, round by round)",
+        "three raw connections and the layer, round by round, then on a connection used for two "
+        "batches of each round against one used for one)",
     )
     args = parser.parse_args()
     if args.only:
@@ -261,6 +262,23 @@ def _process_rows(url: str, rounds: int) -> list[str]:
             times = [raw(conn) for conn in raws]
             times.append(_timed(lambda: [db.trades.get(*k) for k in keys]))
             rows.append(f"| {number} | " + " | ".join(f"{t * 1000:.2f} ms" for t in times) + " |")
+        # how often a process is used moves it: connection 1 takes two batches of each shuffled
+        # round, connection 2 one, as the layer's connection and raw psycopg's own do here
+        shares: dict[str, list[float]] = {"first": [], "again": [], "other": []}
+        for _ in range(rounds):
+            order = list(shares)
+            random.shuffle(order)
+            for turn in order:
+                shares[turn].append(raw(raws[1] if turn == "other" else raws[0]))
+        twice = statistics.median(shares["first"] + shares["again"]) * 1000
+        once = statistics.median(shares["other"]) * 1000
+        rows += [
+            "",
+            "| raw psycopg, 200 gets | batches per round | median |",
+            "|---|---|---|",
+            f"| connection 1 | 2 | {twice:.2f} ms |",
+            f"| connection 2 | 1 | {once:.2f} ms |",
+        ]
         for conn in raws:
             conn.close()
     return rows
