@@ -129,38 +129,29 @@ def main() -> None:
 
             return once
 
-        def lent(work: Callable[[Any, list[Any]], Any], make: Callable[[], list[Any]]) -> Batch:
+        def lent(
+            work: Callable[[Any, list[Any]], Any], make: Callable[[], list[Any]], layer: Any = db
+        ) -> Batch:
             """``work`` by raw psycopg on the connection the layer's next call takes (its pool
             lends the one returned last): both talk to one server process. On this 2-core
             machine each server process runs either beside the client or across from it, 35
             against 70 us a lookup (``python -m bench.compare --only processes``), and one process
             stays one way for seconds: raw psycopg on a connection of its own measured that.
-            The deadline is off for the batch: psycopg's own wait, one call deeper."""
+            The deadline is off for the batch: psycopg's own wait, one call deeper. With the
+            async layer, ``work`` returns a coroutine and the pool's calls are awaited."""
+
+            def settled(result: Any) -> Any:
+                return run(result) if layer is adb else result
 
             def once() -> float:
                 items = make()
-                conn = db.pool.getconn()
+                conn = settled(layer.pool.getconn())
                 deadline, conn.deadline = conn.deadline, None
                 try:
-                    return _timed(lambda: work(conn, items))
+                    return _timed(lambda: settled(work(conn, items)))
                 finally:
                     conn.deadline = deadline
-                    db.pool.putconn(conn)
-
-            return once
-
-        def alent(work: Callable[[Any, list[Any]], Any]) -> Batch:
-            """``lent`` for the async group: raw psycopg async on the async layer's connection."""
-
-            def once() -> float:
-                items = some_keys()
-                conn = run(adb.pool.getconn())
-                deadline, conn.deadline = conn.deadline, None
-                try:
-                    return _timed(lambda: run(work(conn, items)))
-                finally:
-                    conn.deadline = deadline
-                    run(adb.pool.putconn(conn))
+                    settled(layer.pool.putconn(conn))
 
             return once
 
@@ -204,7 +195,7 @@ def main() -> None:
         rows += compare(
             "async_get, 200 sequential",
             {
-                "raw_psycopg_async": alent(workloads.get_psycopg),
+                "raw_psycopg_async": lent(workloads.get_psycopg, some_keys, adb),
                 "persistence_async": picked(lambda ks: run(workloads.get_layer(adb, ks))),
                 "raw_psycopg_async_own_connection": picked(
                     lambda ks: run(workloads.get_psycopg(araw, ks))
