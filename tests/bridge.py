@@ -136,3 +136,9 @@ class _BridgedContext:
         tb: TracebackType | None,
     ) -> bool:
         return bool(self.loop.run(self.manager.__aexit__(exc_type, exc, tb)))
+
+
+def unbridged(obj: Any) -> Any:
+    """The async API's object behind a ``Bridged`` one (a pool's own putconn wants it); any
+    other object as it is."""
+    return object.__getattribute__(obj, "_target") if isinstance(obj, Bridged) else obj

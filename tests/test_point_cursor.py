@@ -16,8 +16,7 @@ from psycopg.rows import dict_row, tuple_row
 
 from persistence import AsyncDatabase, Database
 from persistence.operations import ALL, Query
-from tests.bridge import Loop
-from tests.test_pools import BACKEND, _real
+from tests.bridge import Loop, unbridged
 
 
 def _value(n: int) -> Query[int]:
@@ -31,14 +30,14 @@ def test_an_idle_connection_keeps_no_large_result(
     its last result until the next statement; many rows take a cursor of their own."""
     rows = Query("SELECT generate_series(1, 5000)", fetch=ALL, decode=len)
     with open_database(database_url, min_size=1, max_size=1) as db:
-        db.run(BACKEND)
+        assert db.run(_value(1)) == 1
         assert db.run(rows) == 5000
         conn = db.pool.getconn()
         try:
-            kept = _real(conn).point_cursor.pgresult
-            assert kept is not None and kept.ntuples == 1  # BACKEND's row, not the 5,000
+            kept = unbridged(conn).point_cursor.pgresult
+            assert kept is not None and kept.ntuples == 1  # _value(1)'s row, not the 5,000
         finally:
-            db.pool.putconn(_real(conn))
+            db.pool.putconn(unbridged(conn))
 
 
 def test_threads_sharing_a_transaction_each_get_their_own_rows(
@@ -92,8 +91,8 @@ def test_a_row_factory_changed_inside_a_transaction_does_not_stay_with_the_conne
     row = Query("SELECT 7 AS seven", decode=lambda row: row)
     with open_database(database_url, min_size=1, max_size=1) as db:
         with db.transaction() as tx:
-            _real(tx.connection).row_factory = dict_row
+            unbridged(tx.connection).row_factory = dict_row
             assert tx.run(row) == {"seven": 7}  # the user's choice, inside the block
-            _real(tx.connection).row_factory = tuple_row
+            unbridged(tx.connection).row_factory = tuple_row
         assert db.run(row) == (7,)
-        assert db.run(BACKEND) > 0
+        assert db.run(_value(5)) == 5

@@ -15,14 +15,9 @@ from psycopg_pool import PoolClosed, PoolTimeout
 
 from persistence import AsyncDatabase
 from persistence.operations import Query
-from tests.bridge import Bridged, Loop
+from tests.bridge import Loop, unbridged
 
 BACKEND = Query("SELECT pg_backend_pid()", decode=lambda row: row[0])
-
-
-def _real(conn: Any) -> Any:
-    """The connection itself, for the pool's putconn (the async API's comes bridged)."""
-    return object.__getattribute__(conn, "_target") if isinstance(conn, Bridged) else conn
 
 
 def test_sequential_calls_reuse_the_connection_returned_last(
@@ -43,13 +38,13 @@ def test_a_connection_returned_inside_a_transaction_is_rolled_back(
         conn = db.pool.getconn()
         conn.execute("BEGIN")
         assert conn.info.transaction_status == TransactionStatus.INTRANS
-        db.pool.putconn(_real(conn))
+        db.pool.putconn(unbridged(conn))
         again = db.pool.getconn()
         try:
-            assert _real(again) is _real(conn)
+            assert unbridged(again) is unbridged(conn)
             assert again.info.transaction_status == TransactionStatus.IDLE
         finally:
-            db.pool.putconn(_real(again))
+            db.pool.putconn(unbridged(again))
 
 
 def test_a_connection_drained_while_lent_is_closed_when_it_comes_back(
@@ -59,7 +54,7 @@ def test_a_connection_drained_while_lent_is_closed_when_it_comes_back(
         first = db.run(BACKEND)
         conn = db.pool.getconn()
         db.pool.drain()
-        db.pool.putconn(_real(conn))
+        db.pool.putconn(unbridged(conn))
         assert conn.closed
         assert db.run(BACKEND) != first  # a new connection took its place
 
@@ -79,7 +74,7 @@ def test_a_returned_connection_goes_to_the_caller_waiting_for_one(
             assert time.monotonic() < deadline, "the second caller never waited"
             time.sleep(0.01)
         returned = time.monotonic()
-        db.pool.putconn(_real(held))
+        db.pool.putconn(unbridged(held))
         waiter.join(5)
         assert got and time.monotonic() - returned < 2
 
