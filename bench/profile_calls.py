@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import json
 import os
 import pstats
 import re
@@ -38,17 +39,20 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
-from itertools import cycle
+from itertools import count, cycle
 from typing import Any
 
 import psycopg
 
+from bench import es_baselines as es
 from bench import workloads
 from bench.conftest import make_trades
 from persistence import AsyncDatabase, Database, queries
 from persistence.connection import AsyncDeadlineConnection, DeadlineConnection, SyncRep
 from persistence.converter import trade_from_row, trade_params
+from persistence.operations import event_store as event_ops
 from persistence.operations import trades as trade_ops
+from persistence.queries import event_store as event_sql
 from persistence.repositories import TradeRepository
 from persistence.runners import arun_on, run_on
 from tests.support import admin_url, migrated_database
@@ -331,6 +335,55 @@ def layer_threads_insert(env: Env) -> Loop:
     return _batches(env, lambda ts: workloads.insert_sync_threads(db, ts))
 
 
+def _appends(append: Callable[[str, int], Any]) -> Loop:
+    """Single events to one fresh aggregate, sequences from 1 (bench.events' appends, 1 thread)."""
+    aggregate, sequences = f"profile-{es.run_prefix()}", count(1)
+    return _calls(lambda: append(aggregate, next(sequences)))
+
+
+def raw_append(env: Env) -> Loop:
+    raw = env.raw()
+    es.raw_setup(raw)
+    return _appends(lambda aggregate, sequence: es.raw_append(raw, aggregate, sequence, 1))
+
+
+def raw_append_next(env: Env) -> Loop:
+    raw = env.raw()
+
+    def append(aggregate: str, sequence: int) -> Any:
+        params = {
+            "aggregate_type": es.AGGREGATE_TYPE,
+            "aggregate_id": aggregate,
+            "expected_sequence": sequence - 1,
+            "event_type": es.EVENT_TYPE,
+            "event_version": "1",
+            "payload": json.dumps(es.payload(sequence)),
+            "metadata": json.dumps(es.METADATA),
+        }
+        statement = event_sql.APPEND_NEXT if sequence > 1 else event_sql.APPEND_FIRST
+        return raw.execute(statement, params).fetchone()
+
+    return _appends(append)
+
+
+def layer_append(env: Env) -> Loop:
+    db = env.db()
+    return _appends(lambda aggregate, sequence: es.ours_append(db, aggregate, sequence, 1))
+
+
+def build_append(env: Env) -> Loop:
+    append = event_ops.append_alone
+    return _appends(
+        lambda aggregate, sequence: append(
+            es.AGGREGATE_TYPE, aggregate, es.new_events(sequence, 1), expected_sequence=sequence
+        )
+    )
+
+
+def new_event(env: Env) -> Loop:
+    return _appends(lambda aggregate, sequence: es.new_events(sequence, 1))
+
+
 # (section, scenario, what it is); a section's first scenario is the whole call on raw psycopg
 SCENARIOS: list[tuple[str, Callable[[Env], Loop], str]] = [
     ("get, sync", raw_get, "raw psycopg: execute + fetchone"),
@@ -358,6 +411,11 @@ SCENARIOS: list[tuple[str, Callable[[Env], Loop], str]] = [
     ("get, async", aplain_wait, "psycopg's own `wait` (per wait, no I/O)"),
     ("insert_one, async", araw_insert, "raw psycopg async: params + execute + fetchone"),
     ("insert_one, async", alayer_insert, "**the layer: `await db.trades.insert`**"),
+    ("append, sync", raw_append, "raw psycopg: one-row INSERT, identity position"),
+    ("append, sync", raw_append_next, "raw psycopg: the layer's statement, dict parameters"),
+    ("append, sync", layer_append, "**the layer: `db.event_store.append`, one event**"),
+    ("append, sync", build_append, "build: checks, JSON, `Steps` (with `NewEvent`)"),
+    ("append, sync", new_event, "`NewEvent` alone (its checks; the caller builds it)"),
     ("insert, 64 tasks on 8 connections", araw_tasks_insert, "raw psycopg async + psycopg_pool"),
     ("insert, 64 tasks on 8 connections", alayer_tasks_insert, "**the layer, async**"),
     ("insert, 64 tasks on 8 connections", layer_threads_insert, "the sync layer, 8 threads"),

@@ -15,6 +15,9 @@ cancel out). ``fsync=off``: the flush is the kernel's, not the backend's, instru
 Variants (each appends one event after the one its aggregate holds):
 
 - ``append``: the library's ``APPEND_NEXT`` on ``events`` (its rules as column domains);
+- ``append_as_0010``: ``APPEND_NEXT`` as it was until the fifth pass (docs/performance.md): the
+  expectation as an ``EXISTS`` subquery of the event or of the snapshot, ``ON CONFLICT DO
+  NOTHING``, and the aggregate's columns from the parameters;
 - ``append_rules_as_check``: the same on a copy of ``events`` whose rules are migration 0008's
   one CHECK constraint;
 - ``append_no_rules``: the same on a copy without any;
@@ -95,6 +98,21 @@ APPEND_AS_0008 = (
     "UNION ALL SELECT NULL, NULL, events_last_sequence(%(aggregate_type)s, %(aggregate_id)s) "
     "WHERE NOT EXISTS (SELECT FROM appended)"
 )
+# APPEND_NEXT before the fifth pass (persistence.queries.event_store at 44bc867)
+APPEND_AS_0010 = (
+    'INSERT INTO "events" AS e ("position", "aggregate_type", "aggregate_id", "sequence", '
+    '"event_type", "event_version", "payload", "metadata") '
+    "SELECT pg_current_xact_id()::text::bigint << 20, %(aggregate_type)s::text, "
+    "%(aggregate_id)s::text, %(expected_sequence)s::bigint + 1, %(event_type)s::text, "
+    "%(event_version)s::text, %(payload)s::jsonb, %(metadata)s::jsonb "
+    'WHERE EXISTS (SELECT FROM "events" x WHERE x."aggregate_type" = %(aggregate_type)s '
+    'AND x."aggregate_id" = %(aggregate_id)s AND x."sequence" = %(expected_sequence)s::bigint) '
+    'OR EXISTS (SELECT FROM "snapshots" s WHERE s."aggregate_type" = %(aggregate_type)s '
+    'AND s."aggregate_id" = %(aggregate_id)s '
+    'AND s."last_sequence" = %(expected_sequence)s::bigint) '
+    'ON CONFLICT ON CONSTRAINT "events_pkey" DO NOTHING '
+    'RETURNING e."position", e."recorded_at"'
+)
 RAW_IDENTITY = (
     f"INSERT INTO {es.RAW_TABLE} (aggregate_type, aggregate_id, sequence, event_type, "
     "event_version, payload, metadata) VALUES (%(aggregate_type)s, %(aggregate_id)s, "
@@ -104,16 +122,15 @@ RAW_IDENTITY = (
 
 
 def _on(table: str) -> str:
-    return (
-        sql.APPEND_NEXT.replace('INTO "events"', f'INTO "{table}"')
-        .replace('FROM "events" x', f'FROM "{table}" x')
-        .replace('"events_pkey"', f'"{table}_pkey"')
+    return sql.APPEND_NEXT.replace('INTO "events"', f'INTO "{table}"').replace(
+        'FROM "events" x', f'FROM "{table}" x'
     )
 
 
 # name -> (the table its first event goes into, the statement measured)
 VARIANTS: dict[str, tuple[str, str]] = {
     "append": ("events", sql.APPEND_NEXT),
+    "append_as_0010": ("events", APPEND_AS_0010),
     "append_rules_as_check": ("events_as_check", _on("events_as_check")),
     "append_no_rules": ("events_bare", _on("events_bare")),
     "append_as_0008": ("events_as_check", APPEND_AS_0008),

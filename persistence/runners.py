@@ -54,8 +54,18 @@ class _Driver:
             return None
 
     def failed(self, exc: psycopg.Error) -> None:
-        """A savepoint step failed and was rolled back: the generator gets our error."""
+        """A savepoint step broke a constraint and was rolled back: the generator gets our
+        error (a Conflict, a ValidationError). Any other failure leaves the driver as it is,
+        so that the database sees it (a lost connection, a read-only server)."""
         self.error = translate(exc)
+
+    def failed_alone(self, conn: Any, exc: psycopg.IntegrityError) -> None:
+        """A savepoint step run with no transaction open failed. It ran alone: an autocommit
+        statement is a transaction of its own, and its failure undoes nothing else, as a
+        savepoint's would (which would cost a BEGIN and a COMMIT, two round trips more)."""
+        if conn.pgconn.transaction_status != IDLE:
+            raise exc
+        self.failed(exc)
 
 
 def _cursor(conn: Any, fetch: int) -> Any:
@@ -125,11 +135,16 @@ def _drive(conn: Connection, steps: Steps[Any]) -> Any:
             driver.reply = list(islice(source, step.size))
         elif not step.savepoint:
             driver.reply = _execute(conn, step)
+        elif conn.pgconn.transaction_status == IDLE:
+            try:  # a transaction of its own: see _Driver.failed_alone
+                driver.reply = _execute(conn, step)
+            except psycopg.IntegrityError as exc:
+                driver.failed_alone(conn, exc)
         else:
             try:
                 with conn.transaction():
                     driver.reply = _execute(conn, step)
-            except psycopg.Error as exc:
+            except psycopg.IntegrityError as exc:
                 driver.failed(exc)
     return driver.reply
 
@@ -219,11 +234,16 @@ async def _adrive(conn: AsyncConnection, steps: Steps[Any]) -> Any:
             driver.reply = await _abatch(source, step.size)
         elif not step.savepoint:
             driver.reply = await _aexecute(conn, step)
+        elif conn.pgconn.transaction_status == IDLE:
+            try:
+                driver.reply = await _aexecute(conn, step)
+            except psycopg.IntegrityError as exc:
+                driver.failed_alone(conn, exc)
         else:
             try:
                 async with conn.transaction():
                     driver.reply = await _aexecute(conn, step)
-            except psycopg.Error as exc:
+            except psycopg.IntegrityError as exc:
                 driver.failed(exc)
     return driver.reply
 

@@ -65,9 +65,9 @@ def test_a_wrong_expectation_is_a_conflict_with_the_actual_sequence(
 def test_one_event_appended_alone_checks_the_snapshot_after_compaction(
     db: Any, store_url: str
 ) -> None:
-    """db.event_store.append of one event is one INSERT that finds the expected sequence by a
-    probe of the event there or of the snapshot ending there (queries.APPEND_NEXT), or, for 0,
-    of no snapshot (APPEND_FIRST)."""
+    """db.event_store.append of one event is one INSERT after the event at the expected
+    sequence (queries.APPEND_NEXT), or, when compaction deleted it, after the snapshot ending
+    there (APPEND_AFTER_SNAPSHOT); for 0, one with no snapshot either (APPEND_FIRST)."""
     db.event_store.append("A", "c", [event(), event(), event()], expected_sequence=0)
     assert db.event_store.save_snapshot(Snapshot("A", "c", 3, 0, {"n": 3}))
     assert db.event_store.compact("A", "c") == 3

@@ -187,8 +187,13 @@ def _append_one(
     params: dict[str, Any], event: NewEvent
 ) -> Generator[Step, Any, list[RecordedEvent]]:
     expected = params["expected_sequence"]
-    row = yield Query(sql.APPEND_NEXT if expected else sql.APPEND_FIRST, params)
-    if row is None:  # a wrong expectation, or a concurrent append took the sequence
+    try:
+        row = yield Query(sql.APPEND_NEXT if expected else sql.APPEND_FIRST, params, savepoint=True)
+        if row is None and expected:  # no event there: did compaction delete it?
+            row = yield Query(sql.APPEND_AFTER_SNAPSHOT, params, savepoint=True)
+    except ConcurrencyConflict:  # a stored or concurrent event holds the next sequence
+        row = None
+    if row is None:
         # a statement of its own: its snapshot shows a winner the insert waited for
         raise _conflict(params, int((yield Query(sql.LAST_SEQUENCE, params))[0]))
     position, recorded_at = row

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "ADVANCE_CHECKPOINT",
+    "APPEND_AFTER_SNAPSHOT",
     "APPEND_EVENTS",
     "APPEND_FIRST",
     "APPEND_NEXT",
@@ -49,35 +50,41 @@ APPEND_EVENTS = (
     "%(events)s::jsonb)"
 )
 
-# One event appended in a transaction of its own (an autocommit statement): no function call
-# for it, and one index probe for the expectation instead of append_events' three. Its
-# position is exactly (transaction id << 20): the first of its transaction. Inserted only when
-# the event at the expected sequence is stored, or the snapshot ends there (APPEND_NEXT), or,
-# for a new aggregate, no snapshot either (APPEND_FIRST: a stored event 1 is a conflict on the
-# key). Sequences are contiguous, so the aggregate's last sequence is then the expected one
-# unless a concurrent append holds the next (ON CONFLICT DO NOTHING, after waiting for it).
-# No row back: a conflict, whose actual sequence a second statement (LAST_SEQUENCE, with a
-# snapshot of its own that shows the winner) reads. A CTE that returned it in the same
-# statement cost every append about 35,000 server instructions (docs/performance.md).
-_APPEND_ONE = (
+# One event appended in a transaction of its own (an autocommit statement): no function call,
+# one index probe, and its position is exactly (transaction id << 20), the first of its
+# transaction. APPEND_NEXT reads the event at the expected sequence and inserts the next one
+# after it: no row when that event is not stored (a wrong expectation, or compaction deleted
+# it: APPEND_AFTER_SNAPSHOT then, when the snapshot ends there). APPEND_FIRST inserts event 1
+# of a new aggregate (no snapshot either). Sequences are contiguous, so a stored or concurrent
+# event at the next sequence is a unique violation on events_pkey: the caller's step runs
+# alone, so that failure undoes nothing else, and a second statement (LAST_SEQUENCE, with a
+# snapshot of its own that shows the winner) reads the actual sequence.
+# Why this shape (bench.server_instructions, docs/performance.md): the probe as the INSERT's
+# own scan costs less than a subquery, and the aggregate's columns come from the stored event,
+# already of the column types, so their rules are not checked again; ON CONFLICT DO NOTHING
+# cost a speculative insertion per append.
+_INSERT_ONE = (
     'INSERT INTO "events" AS e ("position", "aggregate_type", "aggregate_id", "sequence", '
     '"event_type", "event_version", "payload", "metadata") '
-    "SELECT pg_current_xact_id()::text::bigint << 20, %(aggregate_type)s::text, "
-    "%(aggregate_id)s::text, %(expected_sequence)s::bigint + 1, %(event_type)s::text, "
-    "%(event_version)s::text, %(payload)s::jsonb, %(metadata)s::jsonb "
-    "WHERE {} "
-    'ON CONFLICT ON CONSTRAINT "events_pkey" DO NOTHING '
+    "SELECT pg_current_xact_id()::text::bigint << 20, {}, %(event_type)s::text, "
+    "%(event_version)s::text, %(payload)s::jsonb, %(metadata)s::jsonb {}"
     'RETURNING e."position", e."recorded_at"'
 )
+APPEND_NEXT = _INSERT_ONE.format(
+    'x."aggregate_type", x."aggregate_id", x."sequence" + 1',
+    'FROM "events" x WHERE x."aggregate_type" = %(aggregate_type)s '
+    'AND x."aggregate_id" = %(aggregate_id)s AND x."sequence" = %(expected_sequence)s::bigint ',
+)
 _SNAPSHOT = (
-    'SELECT FROM "snapshots" s WHERE s."aggregate_type" = %(aggregate_type)s '
+    'FROM "snapshots" s WHERE s."aggregate_type" = %(aggregate_type)s '
     'AND s."aggregate_id" = %(aggregate_id)s'
 )
-APPEND_FIRST = _APPEND_ONE.format(f"NOT EXISTS ({_SNAPSHOT})")
-APPEND_NEXT = _APPEND_ONE.format(
-    'EXISTS (SELECT FROM "events" x WHERE x."aggregate_type" = %(aggregate_type)s '
-    'AND x."aggregate_id" = %(aggregate_id)s AND x."sequence" = %(expected_sequence)s::bigint) '
-    f'OR EXISTS ({_SNAPSHOT} AND s."last_sequence" = %(expected_sequence)s::bigint)'
+APPEND_AFTER_SNAPSHOT = _INSERT_ONE.format(
+    's."aggregate_type", s."aggregate_id", s."last_sequence" + 1',
+    f'{_SNAPSHOT} AND s."last_sequence" = %(expected_sequence)s::bigint ',
+)
+APPEND_FIRST = _INSERT_ONE.format(
+    "%(aggregate_type)s::text, %(aggregate_id)s::text, 1", f"WHERE NOT EXISTS (SELECT {_SNAPSHOT}) "
 )
 
 LOAD_EVENTS = (
