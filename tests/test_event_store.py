@@ -5,6 +5,7 @@ Every behavioural test runs on both APIs (the ``db`` fixture).
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from decimal import Decimal
@@ -12,6 +13,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from persistence import (
     ConcurrencyConflict,
@@ -22,6 +25,7 @@ from persistence import (
     Snapshot,
     ValidationError,
 )
+from persistence.operations import event_store as event_store_ops
 from tests.event_store_support import event, read_everything, store_url, stored_rows
 
 __all__ = ["store_url"]  # the fixture, used by name
@@ -266,6 +270,32 @@ def test_a_payload_changed_after_building_is_refused_and_nothing_is_written(
     with pytest.raises(ValidationError, match="payload"):
         db.event_store.append("A", "a", [event(), changed], expected_sequence=0)
     assert stored_rows(store_url) == []
+
+
+def test_a_payload_changed_into_a_cycle_after_building_is_refused(db: Any, store_url: str) -> None:
+    changed = event(x=1)
+    changed.payload["x"] = changed.payload
+    with pytest.raises(ValidationError, match="payload"):
+        db.event_store.append("A", "a", [changed], expected_sequence=0)
+    assert stored_rows(store_url) == []
+
+
+_JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(payload=st.dictionaries(st.text(), _JSON, max_size=6))
+def test_the_json_sent_is_what_json_dumps_writes(payload: dict[str, Any]) -> None:
+    expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert event_store_ops._dumps(payload) == expected
 
 
 def test_a_timeout_while_appending_is_unavailable_not_a_conflict(
