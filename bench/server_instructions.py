@@ -122,9 +122,7 @@ RAW_IDENTITY = (
 
 
 def _on(table: str) -> str:
-    return sql.APPEND_NEXT.replace('INTO "events"', f'INTO "{table}"').replace(
-        'FROM "events" x', f'FROM "{table}" x'
-    )
+    return sql.APPEND_NEXT.replace('"events"', f'"{table}"')
 
 
 # name -> (the table its first event goes into, the statement measured)

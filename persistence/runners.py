@@ -4,9 +4,9 @@ There is one driver per I/O style: ``run_on`` for a blocking connection and ``ar
 asyncio one. Each executes a :class:`Query` in one round trip, or drives a :class:`Steps`
 generator, inside a transaction when it is atomic (a savepoint when one is already open).
 psycopg's errors leave a driver as they are: the database, which knows whether the server went
-away with the connection, translates them (``Database._failed``); only a failed savepoint
-step's error is translated here, to be thrown into its generator. Everything an operation means
-lives in the operation.
+away with the connection, translates them (``Database._failed``); only a savepoint step's
+constraint violation is translated here, to be thrown into its generator. Everything an
+operation means lives in the operation.
 """
 
 from __future__ import annotations

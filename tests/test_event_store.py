@@ -6,6 +6,7 @@ Every behavioural test runs on both APIs (the ``db`` fixture).
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from decimal import Decimal
@@ -125,6 +126,78 @@ def test_a_writer_that_loses_the_race_gets_a_conflict_with_the_winners_sequence(
     assert isinstance(result, ConcurrencyConflict), result
     assert result.actual_sequence == 3
     assert db.event_store.last_sequence("Account", "a-1") == 3
+
+
+@pytest.mark.parametrize(
+    ("stored", "snapshot_before", "expected"),
+    [(8, 8, 7), (8, 5, 5), (3, None, 0)],
+    ids=["after_the_event", "after_the_old_snapshot", "first_event"],
+)
+def test_a_stale_append_during_a_compaction_is_a_conflict_and_writes_nothing(
+    db: Any, store_url: str, stored: int, snapshot_before: int | None, expected: int
+) -> None:
+    """A compaction (a snapshot at the last event, then compact, in one transaction) still
+    open while a writer appends with a stale expectation, one entry of the one-event append
+    each: the next event after it, after an older snapshot, the first. Found by a probe: each
+    was written (a second event 8, 6 or 1, hidden behind the new snapshot) while the append
+    checked only the event at the expected sequence, or the snapshot: its unique check waited
+    for the compaction to delete the next event and then found it gone."""
+    db.event_store.append("A", "a", [event(n=n) for n in range(stored)], expected_sequence=0)
+    if snapshot_before is not None:
+        assert db.event_store.save_snapshot(Snapshot("A", "a", snapshot_before, 0, {}))
+    outcome: list[Any] = []
+
+    def stale() -> None:
+        try:
+            outcome.append(db.event_store.append("A", "a", [event()], expected_sequence=expected))
+        except Exception as exc:
+            outcome.append(exc)
+
+    with db.transaction() as compaction:
+        compaction.event_store.save_snapshot(Snapshot("A", "a", stored, 0, {}))
+        assert compaction.event_store.compact("A", "a") > 0
+        writer = threading.Thread(target=stale)
+        writer.start()
+        time.sleep(0.3)  # the writer decides while the compaction is open (or waits for it)
+    writer.join(10)
+    (result,) = outcome
+    assert isinstance(result, ConcurrencyConflict), result
+    assert result.actual_sequence == stored
+    assert stored_rows(store_url) == []
+    assert db.event_store.last_sequence("A", "a") == stored
+    assert db.event_store.load("A", "a", after_sequence=stored) == []
+
+
+def test_a_racing_append_is_a_conflict_when_the_winner_compacts_its_own_event(
+    db: Any, store_url: str
+) -> None:
+    """Two writers expect 3; the winner appends 4, snapshots and compacts it in one transaction.
+    The loser's check runs before that commit (it sees 3 as the last event), so only the lock
+    on event 3 stops it: the compaction's deletion of 3 waits for it, or it for the deletion.
+    Without the lock its unique check waited for the winner and found event 4 gone (deleted in
+    the same commit), and a second event 4 was stored behind the snapshot."""
+    db.event_store.append("A", "a", [event(), event(), event()], expected_sequence=0)
+    outcome: list[Any] = []
+
+    def lose() -> None:
+        try:
+            outcome.append(db.event_store.append("A", "a", [event()], expected_sequence=3))
+        except Exception as exc:
+            outcome.append(exc)
+
+    with db.transaction() as winner:
+        winner.event_store.append("A", "a", [event()], expected_sequence=3)
+        winner.event_store.save_snapshot(Snapshot("A", "a", 4, 0, {}))
+        assert winner.event_store.compact("A", "a") == 4
+        loser = threading.Thread(target=lose)
+        loser.start()
+        time.sleep(0.3)
+    loser.join(10)
+    (result,) = outcome
+    assert isinstance(result, ConcurrencyConflict), result
+    assert result.actual_sequence == 4
+    assert stored_rows(store_url) == []
+    assert db.event_store.last_sequence("A", "a") == 4
 
 
 def test_several_events_that_lose_the_race_report_the_winners_sequence_not_their_own(
@@ -273,10 +346,18 @@ def test_a_payload_changed_after_building_is_refused_and_nothing_is_written(
 
 
 def test_a_payload_changed_into_a_cycle_after_building_is_refused(db: Any, store_url: str) -> None:
+    """Refused as a cycle at once, whatever the recursion limit: with a raised one, an encoder
+    without circular-reference markers recursed until the C stack overflowed (found by a
+    probe: a segmentation fault at 100,000)."""
     changed = event(x=1)
     changed.payload["x"] = changed.payload
-    with pytest.raises(ValidationError, match="payload"):
-        db.event_store.append("A", "a", [changed], expected_sequence=0)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        with pytest.raises(ValidationError, match=r"payload.*Circular reference"):
+            db.event_store.append("A", "a", [changed], expected_sequence=0)
+    finally:
+        sys.setrecursionlimit(limit)
     assert stored_rows(store_url) == []
 
 

@@ -5,9 +5,11 @@ An operation is either one :class:`Query` (a statement, its parameters, what to 
 their results, for operations of several statements. The runners in ``persistence.runners``
 execute both, one runner per I/O style (blocking and asyncio); nothing here knows which.
 
-A step's failure is thrown into its generator as our error (``persistence.errors``). Only a
-step run with ``savepoint=True`` may be caught and followed by more steps: any other failure
-has aborted the transaction.
+Only a step run with ``savepoint=True`` may fail and be followed by more steps: when it breaks
+a constraint (a duplicate key, a refused value), its work is undone alone (under a savepoint;
+with no transaction open, it ran as a transaction of its own) and the failure is thrown into
+its generator as our error (``persistence.errors``). Any other failure leaves the generator,
+as every failure of another step does: it has aborted the transaction, or the connection.
 
 ``stored``, on a write that may be a retry, tells from its result that the write was found
 stored already (a duplicate key): the database then reports success only once a synchronous

@@ -52,15 +52,23 @@ APPEND_EVENTS = (
 
 # One event appended in a transaction of its own (an autocommit statement): no function call,
 # one index probe, and its position is exactly (transaction id << 20), the first of its
-# transaction. APPEND_NEXT reads the event at the expected sequence and inserts the next one
-# after it: no row when that event is not stored (a wrong expectation, or compaction deleted
-# it: APPEND_AFTER_SNAPSHOT then, when the snapshot ends there). APPEND_FIRST inserts event 1
-# of a new aggregate (no snapshot either). Sequences are contiguous, so a stored or concurrent
-# event at the next sequence is a unique violation on events_pkey: the caller's step runs
-# alone, so that failure undoes nothing else, and a second statement (LAST_SEQUENCE, with a
-# snapshot of its own that shows the winner) reads the actual sequence.
-# Why this shape (bench.server_instructions, docs/performance.md): the probe as the INSERT's
-# own scan costs less than a subquery, and the aggregate's columns come from the stored event,
+# transaction. APPEND_NEXT inserts the next event after the aggregate's last, when that is at
+# the expected sequence: no row otherwise (a wrong expectation, or compaction deleted the events
+# up to it: APPEND_AFTER_SNAPSHOT then, when the snapshot ends there). APPEND_FIRST inserts event
+# 1 of a new aggregate.
+# Compaction: each statement checks the aggregate's whole state in its one snapshot, and a
+# compaction replaces events by their snapshot in one commit, so a stale writer sees one or the
+# other. The row read (the last event, the snapshot) is locked to the commit (KEY SHARE: other
+# appends take it too): a compaction that began later deletes that event, or updates that
+# snapshot, only after the append, so a concurrent writer's next event is still there for the
+# unique check. Checking only the event at the expected sequence, without the lock, let a
+# stale or racing writer in: its unique check waited for a compaction to delete the next event,
+# then found it gone (docs/performance.md, fifth pass).
+# A concurrent event at the next sequence is a unique violation on events_pkey: the caller's
+# step runs alone, so that failure undoes nothing else, and a second statement (LAST_SEQUENCE,
+# with a snapshot of its own that shows the winner) reads the actual sequence.
+# Why this shape (bench.server_instructions, docs/performance.md): the probe as the INSERT's own
+# scan costs less than a subquery, and the aggregate's columns come from the stored event,
 # already of the column types, so their rules are not checked again; ON CONFLICT DO NOTHING
 # cost a speculative insertion per append.
 _INSERT_ONE = (
@@ -70,21 +78,27 @@ _INSERT_ONE = (
     "%(event_version)s::text, %(payload)s::jsonb, %(metadata)s::jsonb {}"
     'RETURNING e."position", e."recorded_at"'
 )
+_OF_AGGREGATE = '"aggregate_type" = %(aggregate_type)s AND "aggregate_id" = %(aggregate_id)s'
 APPEND_NEXT = _INSERT_ONE.format(
     'x."aggregate_type", x."aggregate_id", x."sequence" + 1',
-    'FROM "events" x WHERE x."aggregate_type" = %(aggregate_type)s '
-    'AND x."aggregate_id" = %(aggregate_id)s AND x."sequence" = %(expected_sequence)s::bigint ',
+    # the last event from the expected sequence on: the expected one, or none is inserted
+    'FROM (SELECT "aggregate_type", "aggregate_id", "sequence" FROM "events" '
+    f'WHERE {_OF_AGGREGATE} AND "sequence" >= %(expected_sequence)s::bigint '
+    'ORDER BY "sequence" DESC LIMIT 1 FOR KEY SHARE) x '
+    'WHERE x."sequence" = %(expected_sequence)s::bigint ',
 )
-_SNAPSHOT = (
-    'FROM "snapshots" s WHERE s."aggregate_type" = %(aggregate_type)s '
-    'AND s."aggregate_id" = %(aggregate_id)s'
+_NO_EVENT_AFTER = (
+    f'NOT EXISTS (SELECT FROM "events" WHERE {_OF_AGGREGATE} '
+    'AND "sequence" > %(expected_sequence)s::bigint)'
 )
 APPEND_AFTER_SNAPSHOT = _INSERT_ONE.format(
     's."aggregate_type", s."aggregate_id", s."last_sequence" + 1',
-    f'{_SNAPSHOT} AND s."last_sequence" = %(expected_sequence)s::bigint ',
+    f'FROM "snapshots" s WHERE s.{_OF_AGGREGATE.replace(" AND ", " AND s.")} '
+    f'AND s."last_sequence" = %(expected_sequence)s::bigint AND {_NO_EVENT_AFTER} FOR SHARE ',
 )
 APPEND_FIRST = _INSERT_ONE.format(
-    "%(aggregate_type)s::text, %(aggregate_id)s::text, 1", f"WHERE NOT EXISTS (SELECT {_SNAPSHOT}) "
+    "%(aggregate_type)s::text, %(aggregate_id)s::text, 1",
+    f'WHERE NOT EXISTS (SELECT FROM "snapshots" WHERE {_OF_AGGREGATE}) AND {_NO_EVENT_AFTER} ',
 )
 
 LOAD_EVENTS = (
