@@ -168,20 +168,32 @@ def test_a_stale_append_during_a_compaction_is_a_conflict_and_writes_nothing(
     assert db.event_store.load("A", "a", after_sequence=stored) == []
 
 
+def _append_as(db: Any, how: str, expected: int) -> Any:
+    """One event alone (queries.APPEND_NEXT), two (append_events), or one in a transaction."""
+    if how == "alone":
+        return db.event_store.append("A", "a", [event()], expected_sequence=expected)
+    if how == "several":
+        return db.event_store.append("A", "a", [event(), event()], expected_sequence=expected)
+    with db.transaction() as tx:
+        return tx.event_store.append("A", "a", [event()], expected_sequence=expected)
+
+
+@pytest.mark.parametrize("how", ["alone", "several", "in_a_transaction"])
 def test_a_racing_append_is_a_conflict_when_the_winner_compacts_its_own_event(
-    db: Any, store_url: str
+    db: Any, store_url: str, how: str
 ) -> None:
     """Two writers expect 3; the winner appends 4, snapshots and compacts it in one transaction.
     The loser's check runs before that commit (it sees 3 as the last event), so only the lock
     on event 3 stops it: the compaction's deletion of 3 waits for it, or it for the deletion.
     Without the lock its unique check waited for the winner and found event 4 gone (deleted in
-    the same commit), and a second event 4 was stored behind the snapshot."""
+    the same commit), and a second event 4 was stored behind the snapshot (one event alone
+    before this fix; several, or in a transaction, before migration 0011)."""
     db.event_store.append("A", "a", [event(), event(), event()], expected_sequence=0)
     outcome: list[Any] = []
 
     def lose() -> None:
         try:
-            outcome.append(db.event_store.append("A", "a", [event()], expected_sequence=3))
+            outcome.append(_append_as(db, how, 3))
         except Exception as exc:
             outcome.append(exc)
 
@@ -377,6 +389,16 @@ _JSON = st.recursive(
 def test_the_json_sent_is_what_json_dumps_writes(payload: dict[str, Any]) -> None:
     expected = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     assert event_store_ops._dumps(payload) == expected
+
+
+def test_a_conflict_read_at_the_expected_sequence_says_the_aggregate_moved_there() -> None:
+    """An expectation one too high that a concurrent append fills before the conflict's read
+    (found by a probe): the message no longer says "at sequence 6, not 6"."""
+    params = {"aggregate_type": "A", "aggregate_id": "a", "expected_sequence": 6}
+    conflict = event_store_ops._conflict(params, 6)
+    assert conflict.actual_sequence == 6
+    assert "was not at sequence 6 when the append ran (it is now)" in str(conflict)
+    assert "is at sequence 7, not 6" in str(event_store_ops._conflict(params, 7))
 
 
 def test_a_timeout_while_appending_is_unavailable_not_a_conflict(

@@ -116,10 +116,16 @@ def _checked(
 
 
 def _conflict(params: dict[str, Any], actual: int | None) -> ConcurrencyConflict:
+    aggregate, expected = (
+        f"{params['aggregate_type']} {params['aggregate_id']!r}",
+        params["expected_sequence"],
+    )
+    if actual == expected:  # read after the append: a concurrent one filled the gap meanwhile
+        where = f"was not at sequence {expected} when the append ran (it is now)"
+    else:
+        where = f"is at sequence {actual}, not {expected}"
     return ConcurrencyConflict(
-        f"{params['aggregate_type']} {params['aggregate_id']!r} is at sequence {actual}, not "
-        f"{params['expected_sequence']}: reload it and decide again (nothing was written)",
-        actual,
+        f"{aggregate} {where}: reload it and decide again (nothing was written)", actual
     )
 
 
