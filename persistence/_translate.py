@@ -93,6 +93,14 @@ _BY_CLASS: tuple[tuple[_Kinds, type[PersistenceError], str], ...] = (
         "now), or a handle for reads (a replica's URL): write through the primary's",
     ),
     (
+        # before OperationalError, their base class; rolled back, so retrying is safe, as for
+        # any DatabaseUnavailable: never a Conflict, which a caller may read as "stored already"
+        (pg.SerializationFailure, pg.DeadlockDetected),
+        DatabaseUnavailable,
+        "a concurrent transaction got in the way and the server rolled this one back: {}; "
+        "nothing of it was written, retry it",
+    ),
+    (
         (psycopg.OperationalError, psycopg.InterfaceError),
         DatabaseUnavailable,
         "the database connection failed: {}; a write under way may have landed before it "
@@ -102,11 +110,6 @@ _BY_CLASS: tuple[tuple[_Kinds, type[PersistenceError], str], ...] = (
         (pg.UniqueViolation, pg.ExclusionViolation, pg.ForeignKeyViolation),
         Conflict,
         "conflicts with a stored row: {}",
-    ),
-    (
-        (pg.SerializationFailure, pg.DeadlockDetected),
-        Conflict,
-        "concurrent update, retry the transaction: {}",
     ),
     (_VALIDATION, ValidationError, "the database refused a value: {}"),
     (

@@ -446,6 +446,25 @@ def test_a_connection_killed_while_appending_is_unavailable_not_a_conflict(
     assert isinstance(failure, DatabaseUnavailable) and not isinstance(failure, Conflict)
 
 
+def test_a_serialization_failure_is_unavailable_to_retry_not_a_conflict(
+    db: Any, store_url: str
+) -> None:
+    """Busy, timeout, serialization: DatabaseUnavailable, the one error to retry, never a
+    conflict. A REPEATABLE READ block whose checkpoint another session advanced meanwhile; it
+    was reported as "the database connection failed" (found by a probe)."""
+    with db.transaction() as tx:
+        tx.checkpoints.advance("p", 1)
+    with pytest.raises(DatabaseUnavailable) as raised, db.transaction() as tx:
+        tx.connection.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        assert tx.checkpoints.get("p") == 1
+        with psycopg.connect(store_url, autocommit=True) as other:
+            other.execute("UPDATE checkpoints SET position = 2 WHERE name = 'p'")
+        tx.checkpoints.advance("p", 3)
+    assert not isinstance(raised.value, Conflict)
+    assert "could not serialize access" in str(raised.value)
+    assert "connection failed" not in str(raised.value)
+
+
 def test_a_unique_violation_elsewhere_is_not_a_concurrency_conflict(db: Any) -> None:
     (first,) = db.event_store.append("A", "a", [event()], expected_sequence=0)
     with pytest.raises(Conflict) as raised, db.transaction() as tx:
