@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, Iterable, Iterator
+from contextlib import nullcontext
 from itertools import islice
 from typing import Any
 
@@ -59,13 +60,13 @@ class _Driver:
         so that the database sees it (a lost connection, a read-only server)."""
         self.error = translate(exc)
 
-    def failed_alone(self, conn: Any, exc: psycopg.IntegrityError) -> None:
-        """A savepoint step run with no transaction open failed. It ran alone: an autocommit
-        statement is a transaction of its own, and its failure undoes nothing else, as a
-        savepoint's would (which would cost a BEGIN and a COMMIT, two round trips more)."""
-        if conn.pgconn.transaction_status != IDLE:
-            raise exc
-        self.failed(exc)
+
+def _savepoint(conn: Any) -> Any:
+    """What a savepoint step runs in: a savepoint (``conn.transaction()``), or nothing when no
+    transaction is open: an autocommit statement is a transaction of its own, and its failure
+    undoes nothing else, without a BEGIN and a COMMIT (two round trips). Either way, sync or
+    async (``nullcontext`` is both)."""
+    return conn.transaction() if conn.pgconn.transaction_status != IDLE else nullcontext()
 
 
 def _cursor(conn: Any, fetch: int) -> Any:
@@ -135,14 +136,9 @@ def _drive(conn: Connection, steps: Steps[Any]) -> Any:
             driver.reply = list(islice(source, step.size))
         elif not step.savepoint:
             driver.reply = _execute(conn, step)
-        elif conn.pgconn.transaction_status == IDLE:
-            try:  # a transaction of its own: see _Driver.failed_alone
-                driver.reply = _execute(conn, step)
-            except psycopg.IntegrityError as exc:
-                driver.failed_alone(conn, exc)
         else:
             try:
-                with conn.transaction():
+                with _savepoint(conn):
                     driver.reply = _execute(conn, step)
             except psycopg.IntegrityError as exc:
                 driver.failed(exc)
@@ -234,14 +230,9 @@ async def _adrive(conn: AsyncConnection, steps: Steps[Any]) -> Any:
             driver.reply = await _abatch(source, step.size)
         elif not step.savepoint:
             driver.reply = await _aexecute(conn, step)
-        elif conn.pgconn.transaction_status == IDLE:
-            try:
-                driver.reply = await _aexecute(conn, step)
-            except psycopg.IntegrityError as exc:
-                driver.failed_alone(conn, exc)
         else:
             try:
-                async with conn.transaction():
+                async with _savepoint(conn):
                     driver.reply = await _aexecute(conn, step)
             except psycopg.IntegrityError as exc:
                 driver.failed(exc)

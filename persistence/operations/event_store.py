@@ -116,10 +116,8 @@ def _checked(
 
 
 def _conflict(params: dict[str, Any], actual: int | None) -> ConcurrencyConflict:
-    aggregate, expected = (
-        f"{params['aggregate_type']} {params['aggregate_id']!r}",
-        params["expected_sequence"],
-    )
+    aggregate = f"{params['aggregate_type']} {params['aggregate_id']!r}"
+    expected = params["expected_sequence"]
     if actual == expected:  # read after the append: a concurrent one filled the gap meanwhile
         where = f"was not at sequence {expected} when the append ran (it is now)"
     else:

@@ -78,27 +78,26 @@ _INSERT_ONE = (
     "%(event_version)s::text, %(payload)s::jsonb, %(metadata)s::jsonb {}"
     'RETURNING e."position", e."recorded_at"'
 )
-_OF_AGGREGATE = '"aggregate_type" = %(aggregate_type)s AND "aggregate_id" = %(aggregate_id)s'
 APPEND_NEXT = _INSERT_ONE.format(
     'x."aggregate_type", x."aggregate_id", x."sequence" + 1',
     # the last event from the expected sequence on: the expected one, or none is inserted
     'FROM (SELECT "aggregate_type", "aggregate_id", "sequence" FROM "events" '
-    f'WHERE {_OF_AGGREGATE} AND "sequence" >= %(expected_sequence)s::bigint '
+    f'WHERE {_AGGREGATE} AND "sequence" >= %(expected_sequence)s::bigint '
     'ORDER BY "sequence" DESC LIMIT 1 FOR KEY SHARE) x '
     'WHERE x."sequence" = %(expected_sequence)s::bigint ',
 )
 _NO_EVENT_AFTER = (
-    f'NOT EXISTS (SELECT FROM "events" WHERE {_OF_AGGREGATE} '
+    f'NOT EXISTS (SELECT FROM "events" WHERE {_AGGREGATE} '
     'AND "sequence" > %(expected_sequence)s::bigint)'
 )
 APPEND_AFTER_SNAPSHOT = _INSERT_ONE.format(
     's."aggregate_type", s."aggregate_id", s."last_sequence" + 1',
-    f'FROM "snapshots" s WHERE s.{_OF_AGGREGATE.replace(" AND ", " AND s.")} '
+    f'FROM "snapshots" s WHERE {_AGGREGATE} '
     f'AND s."last_sequence" = %(expected_sequence)s::bigint AND {_NO_EVENT_AFTER} FOR SHARE ',
 )
 APPEND_FIRST = _INSERT_ONE.format(
     "%(aggregate_type)s::text, %(aggregate_id)s::text, 1",
-    f'WHERE NOT EXISTS (SELECT FROM "snapshots" WHERE {_OF_AGGREGATE}) AND {_NO_EVENT_AFTER} ',
+    f'WHERE NOT EXISTS (SELECT FROM "snapshots" WHERE {_AGGREGATE}) AND {_NO_EVENT_AFTER} ',
 )
 
 LOAD_EVENTS = (
