@@ -312,16 +312,24 @@ class PatroniCluster(OwnServers):
         return _wait("the cluster did not become healthy", healthy, timeout, self.logs)  # type: ignore[no-any-return]
 
     def wait_for_route(self, timeout: float = 30) -> None:
-        """Until HAProxy's write port reaches the leader."""
+        """Until HAProxy's write port reaches the leader alone: one connection per node in a
+        row, all on the leader. A freshly started HAProxy counts every node up until its first
+        checks, and takes turns among them (a replica's session it then marks down is cut
+        mid-handshake: one CI run's set-up failed on that), so one connection is not enough."""
 
         def routed() -> bool:
             leader = self.leader()
+            if leader is None:
+                return False
             try:
-                with psycopg.connect(self.primary_url(), connect_timeout=1) as conn:
-                    row = conn.execute("SELECT inet_server_port()").fetchone()
+                for _ in self.nodes:
+                    with psycopg.connect(self.primary_url(), connect_timeout=1) as conn:
+                        row = conn.execute("SELECT inet_server_port()").fetchone()
+                    if row != (leader.pg_port,):
+                        return False
             except psycopg.Error:
                 return False
-            return leader is not None and row == (leader.pg_port,)
+            return True
 
         _wait("HAProxy did not route to the leader", routed, timeout, self.logs)
 
