@@ -362,8 +362,10 @@ def raw_append_next(env: Env) -> Loop:
             "payload": json.dumps(es.payload(sequence)),
             "metadata": json.dumps(es.METADATA),
         }
-        statement = event_sql.APPEND_NEXT if sequence > 1 else event_sql.APPEND_FIRST
-        return raw.execute(statement, params).fetchone()
+        if sequence == 1:  # a new aggregate's first event: append_events(), as the layer does
+            params["events"] = json.dumps([[es.EVENT_TYPE, "1", es.payload(1), es.METADATA]])
+            return raw.execute(event_sql.APPEND_EVENTS, params).fetchone()
+        return raw.execute(event_sql.APPEND_NEXT, params).fetchone()
 
     return _appends(append)
 

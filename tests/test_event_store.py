@@ -72,7 +72,7 @@ def test_one_event_appended_alone_checks_the_snapshot_after_compaction(
 ) -> None:
     """db.event_store.append of one event is one INSERT after the event at the expected
     sequence (queries.APPEND_NEXT), or, when compaction deleted it, after the snapshot ending
-    there (APPEND_AFTER_SNAPSHOT); for 0, one with no snapshot either (APPEND_FIRST)."""
+    there (APPEND_AFTER_SNAPSHOT); for 0, append_events(), which finds the snapshot."""
     db.event_store.append("A", "c", [event(), event(), event()], expected_sequence=0)
     assert db.event_store.save_snapshot(Snapshot("A", "c", 3, 0, {"n": 3}))
     assert db.event_store.compact("A", "c") == 3
@@ -179,37 +179,48 @@ def _append_as(db: Any, how: str, expected: int) -> Any:
 
 
 @pytest.mark.parametrize("how", ["alone", "several", "in_a_transaction"])
+@pytest.mark.parametrize("before", ["events", "nothing", "compacted"])
 def test_a_racing_append_is_a_conflict_when_the_winner_compacts_its_own_event(
-    db: Any, store_url: str, how: str
+    db: Any, store_url: str, how: str, before: str
 ) -> None:
-    """Two writers expect 3; the winner appends 4, snapshots and compacts it in one transaction.
-    The loser's check runs before that commit (it sees 3 as the last event), so only the lock
-    on event 3 stops it: the compaction's deletion of 3 waits for it, or it for the deletion.
-    Without the lock its unique check waited for the winner and found event 4 gone (deleted in
-    the same commit), and a second event 4 was stored behind the snapshot (one event alone
-    before this fix; several, or in a transaction, before migration 0011)."""
-    db.event_store.append("A", "a", [event(), event(), event()], expected_sequence=0)
+    """Two writers expect the same sequence; the winner appends the next event, snapshots and
+    compacts it in one transaction. The loser's check runs before that commit, so its unique
+    check waits for the winner and then finds the winner's event gone (deleted in the same
+    commit): without more, a second event is stored behind the snapshot, where load() never
+    returns it. After events, the lock on the last one stops it (the compaction's deletion
+    waits for it, or it for the deletion; one event alone before the fifth pass, several or
+    in a transaction before migration 0011). With no event to lock, a new aggregate or one
+    compacted whole, the check after the insert does (migration 0012; one event alone after
+    a compaction locks the snapshot instead)."""
+    expected = 0 if before == "nothing" else 3
+    if before != "nothing":
+        db.event_store.append("A", "a", [event(), event(), event()], expected_sequence=0)
+    if before == "compacted":
+        assert db.event_store.save_snapshot(Snapshot("A", "a", 3, 0, {}))
+        assert db.event_store.compact("A", "a") == 3
     outcome: list[Any] = []
 
     def lose() -> None:
         try:
-            outcome.append(_append_as(db, how, 3))
+            outcome.append(_append_as(db, how, expected))
         except Exception as exc:
             outcome.append(exc)
 
     with db.transaction() as winner:
-        winner.event_store.append("A", "a", [event()], expected_sequence=3)
-        winner.event_store.save_snapshot(Snapshot("A", "a", 4, 0, {}))
-        assert winner.event_store.compact("A", "a") == 4
+        winner.event_store.append("A", "a", [event()], expected_sequence=expected)
+        winner.event_store.save_snapshot(Snapshot("A", "a", expected + 1, 0, {}))
+        assert winner.event_store.compact("A", "a") == (
+            1 if before == "compacted" else expected + 1
+        )
         loser = threading.Thread(target=lose)
         loser.start()
         time.sleep(0.3)
     loser.join(10)
     (result,) = outcome
     assert isinstance(result, ConcurrencyConflict), result
-    assert result.actual_sequence == 4
+    assert result.actual_sequence == expected + 1
     assert stored_rows(store_url) == []
-    assert db.event_store.last_sequence("A", "a") == 4
+    assert db.event_store.last_sequence("A", "a") == expected + 1
 
 
 def test_several_events_that_lose_the_race_report_the_winners_sequence_not_their_own(

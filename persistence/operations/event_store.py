@@ -183,9 +183,11 @@ def append_alone(
     expected_sequence: int,
 ) -> Operation[list[RecordedEvent]]:
     # ``append`` as a transaction of its own (db.event_store.append, in autocommit): one event
-    # goes in one INSERT (APPEND_FIRST / APPEND_NEXT), several through append_events(). Its
-    # docstring is append's: it is what db.event_store.append shows.
-    if (type(events) is list or isinstance(events, Sequence)) and len(events) != 1:
+    # after others goes in one INSERT (APPEND_NEXT); several, or a new aggregate's first,
+    # through append_events(). Its docstring is append's: it is what db.event_store.append shows.
+    if (
+        (type(events) is list or isinstance(events, Sequence)) and len(events) != 1
+    ) or expected_sequence == 0:
         return append(aggregate_type, aggregate_id, events, expected_sequence=expected_sequence)
     params, (event,) = _checked(aggregate_type, aggregate_id, events, expected_sequence)
     params["event_type"] = event.event_type
@@ -200,8 +202,8 @@ def _append_one(
 ) -> Generator[Step, Any, list[RecordedEvent]]:
     expected = params["expected_sequence"]
     try:
-        row = yield Query(sql.APPEND_NEXT if expected else sql.APPEND_FIRST, params, savepoint=True)
-        if row is None and expected:  # no event there: did compaction delete it?
+        row = yield Query(sql.APPEND_NEXT, params, savepoint=True)
+        if row is None:  # no event there: did compaction delete it?
             row = yield Query(sql.APPEND_AFTER_SNAPSHOT, params, savepoint=True)
     except ConcurrencyConflict:  # a stored or concurrent event holds the next sequence
         row = None

@@ -12,7 +12,6 @@ __all__ = [
     "ADVANCE_CHECKPOINT",
     "APPEND_AFTER_SNAPSHOT",
     "APPEND_EVENTS",
-    "APPEND_FIRST",
     "APPEND_NEXT",
     "COMPACTED_BEFORE",
     "COMPACT_EVENTS",
@@ -54,8 +53,9 @@ APPEND_EVENTS = (
 # one index probe, and its position is exactly (transaction id << 20), the first of its
 # transaction. APPEND_NEXT inserts the next event after the aggregate's last, when that is at
 # the expected sequence: no row otherwise (a wrong expectation, or compaction deleted the events
-# up to it: APPEND_AFTER_SNAPSHOT then, when the snapshot ends there). APPEND_FIRST inserts event
-# 1 of a new aggregate.
+# up to it: APPEND_AFTER_SNAPSHOT then, when the snapshot ends there). A new aggregate's first
+# event goes through append_events(): with no row to lock, a check after the insert is what
+# stops a racing writer's compacted event from being stored twice (migration 0012).
 # Compaction: each statement checks the aggregate's whole state in its one snapshot, and a
 # compaction replaces events by their snapshot in one commit, so a stale writer sees one or the
 # other. The row read (the last event, the snapshot) is locked to the commit (KEY SHARE: other
@@ -94,10 +94,6 @@ APPEND_AFTER_SNAPSHOT = _INSERT_ONE.format(
     's."aggregate_type", s."aggregate_id", s."last_sequence" + 1',
     f'FROM "snapshots" s WHERE {_AGGREGATE} '
     f'AND s."last_sequence" = %(expected_sequence)s::bigint AND {_NO_EVENT_AFTER} FOR SHARE ',
-)
-APPEND_FIRST = _INSERT_ONE.format(
-    "%(aggregate_type)s::text, %(aggregate_id)s::text, 1",
-    f'WHERE NOT EXISTS (SELECT FROM "snapshots" WHERE {_AGGREGATE}) AND {_NO_EVENT_AFTER} ',
 )
 
 LOAD_EVENTS = (
