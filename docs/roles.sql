@@ -67,3 +67,4 @@ $history$;
 -- drops startup options).
 ALTER ROLE persistence_app SET timezone = 'UTC';
 ALTER ROLE persistence_app SET statement_timeout = '30s';
+ALTER ROLE persistence_app SET default_transaction_isolation = 'read committed';

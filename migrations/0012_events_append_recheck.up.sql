@@ -1,11 +1,17 @@
--- append_events() checks, after its insert, that no snapshot covers what it inserted, when its
--- check found no event to lock (issue #27): a new aggregate, or one compacted whole. A racing
--- writer that appended the same sequence, snapshotted and compacted it committed while this
--- insert's unique check waited for it, so the check found that event deleted and the insert
--- stored a second one behind the snapshot, where load() never returns it. The snapshot that
--- covers it committed before the deletion, so a statement after the insert (a snapshot of its
--- own) sees it. db.event_store's first event goes through this function too. Migration 0011's
--- function otherwise, unchanged.
+-- append_events() (issue #27):
+-- - checks, after its insert, that no snapshot covers what it inserted, when its check found no
+--   event to lock (a new aggregate, or one compacted whole). A racing writer that appended the
+--   same sequence, snapshotted and compacted it committed while this insert's unique check
+--   waited for it, so the check found that event deleted and the insert stored a second one
+--   behind the snapshot, where load() never returns it. The snapshot that covers it committed
+--   before the deletion, so a statement after the insert (a snapshot of its own) sees it.
+--   db.event_store's first event goes through this function too.
+-- - refuses a transaction at REPEATABLE READ or SERIALIZABLE: there every statement shares the
+--   transaction's snapshot, so neither that check nor the one before the insert sees a racing
+--   writer's commit, and the event was lost the same way.
+-- - reports, when the expectation is wrong, the last sequence read afresh: the check's could
+--   predate a racing compaction (4 for an aggregate at 5).
+-- Migration 0011's function otherwise, unchanged.
 CREATE OR REPLACE FUNCTION append_events(p_type text, p_id text, p_expected bigint, p_events jsonb)
 RETURNS TABLE (actual bigint, "position" bigint, "sequence" bigint, recorded_at timestamptz)
 LANGUAGE plpgsql AS $$
@@ -18,6 +24,12 @@ DECLARE
     v_count bigint := jsonb_array_length(p_events);
     v_inserted bigint;
 BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'the event store appends at READ COMMITTED, not %: append outside '
+                        'this transaction, or in one at READ COMMITTED (the default), where its '
+                        'checks see a racing writer''s commit', upper(current_setting('transaction_isolation'))
+            USING ERRCODE = 'feature_not_supported';
+    END IF;
     -- the last event stays locked to the commit (KEY SHARE: other appends take it too): a
     -- compaction deletes it, and the racing writer's event after it, only after this
     -- transaction. Then the snapshot, in a statement (and a snapshot) of its own: after a wait
@@ -31,6 +43,13 @@ BEGIN
      WHERE s.aggregate_type = p_type AND s.aggregate_id = p_id;
     v_last := greatest(v_event, v_snapshot, 0);
     IF v_last <> p_expected THEN
+        -- afresh: a compaction this check waited for may have left its event older than that
+        v_last := greatest(
+            (SELECT max(e.sequence) FROM events e
+              WHERE e.aggregate_type = p_type AND e.aggregate_id = p_id),
+            (SELECT s.last_sequence FROM snapshots s
+              WHERE s.aggregate_type = p_type AND s.aggregate_id = p_id),
+            0);
         RETURN QUERY SELECT v_last, NULL::bigint, NULL::bigint, NULL::timestamptz;
         RETURN;
     END IF;

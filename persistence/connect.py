@@ -75,10 +75,14 @@ def build_conninfo(
         else idle_in_transaction_timeout
     )
     params = conninfo_to_dict(url)
-    # 0 is sent too: it overrides a role's or database's default, as "disables" promises
+    # 0 is sent too: it overrides a role's or database's default, as "disables" promises.
+    # READ COMMITTED over a role's or database's default: the functions' and the event store's
+    # checks take a snapshot per statement to see concurrent commits (append_events refuses
+    # any other level)
     options = (
         f"-c statement_timeout={round(timeout * 1000)} "
-        f"-c idle_in_transaction_session_timeout={round(idle * 1000)}"
+        f"-c idle_in_transaction_session_timeout={round(idle * 1000)} "
+        r"-c default_transaction_isolation=read\ committed"
     )
     if params.get("options"):
         options = f"{options} {params['options']}"

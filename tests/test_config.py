@@ -152,6 +152,7 @@ def test_conninfo_bounds_the_network_and_forces_utc() -> None:
     # 0 is sent, so a role's default cannot re-impose a timeout; UTC comes after the URL's zone
     assert params["options"] == (
         "-c statement_timeout=0 -c idle_in_transaction_session_timeout=60000 "
+        r"-c default_transaction_isolation=read\ committed "
         "-c TimeZone=Asia/Tokyo -c TimeZone=UTC"
     )
     migration = build_conninfo(Settings(url=url), url, statement_timeout=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -70,6 +71,31 @@ def test_options_in_the_url_are_kept(database_url: str) -> None:
             "current_setting('TimeZone')"
         ).fetchone()
     assert row == ("7MB", "4s", "UTC")
+
+
+def test_connections_read_committed_over_a_database_default(admin_url: str) -> None:
+    """A database (or role) whose default is REPEATABLE READ: the library's connections still
+    run at READ COMMITTED, which its functions' and the event store's checks need (a snapshot
+    per statement); the URL's own options still win."""
+    name = f"persistence_rr_{os.getpid()}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+        admin.execute(
+            f"ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'"
+        )
+    try:
+        url = make_conninfo(admin_url, dbname=name)
+        with psycopg.connect(url) as plain:
+            assert plain.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+        with Database.connect(url) as db, db.pool.connection() as conn:
+            assert conn.execute("SHOW transaction_isolation").fetchone() == ("read committed",)
+        chosen = make_conninfo(url, options="-c default_transaction_isolation=serializable")
+        with Database.connect(chosen) as db, db.pool.connection() as conn:
+            assert conn.execute("SHOW transaction_isolation").fetchone() == ("serializable",)
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def test_statement_timeout_is_a_typed_error(database_url: str) -> None:
