@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 from functools import partial
-from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -205,12 +204,7 @@ class Database(_Pooled[Pool, Sync]):
     def __enter__(self) -> Database:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -353,12 +347,7 @@ class AsyncDatabase(_Pooled[AsyncPool, Async]):
     async def __aenter__(self) -> AsyncDatabase:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -437,6 +426,12 @@ class AsyncDatabase(_Pooled[AsyncPool, Async]):
         return Block(self._lending)
 
     async def _give_back(self, conn: AsyncDeadlineConnection) -> None:
+        # shielded: a caller cancelled meanwhile (its timeout) goes on at once, and the RESET
+        # and the return still happen; cancelled inside them, the connection was lost to the
+        # pool for good, and enough of those emptied it (found by a probe)
+        await asyncio.shield(self._reset_and_return(conn))
+
+    async def _reset_and_return(self, conn: AsyncDeadlineConnection) -> None:
         conn.sync_rep.take()
         try:
             if not conn.broken:

@@ -6,11 +6,14 @@ Everything else runs on both APIs through the ``api`` fixture (see tests/bridge.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import psycopg
 import pytest
 
 from persistence import AsyncDatabase, TradeStatus
+from persistence.connection import AsyncDeadlineConnection
+from persistence.database import RESET
 from tests.bridge import Loop
 from tests.factories import make_trade
 
@@ -78,6 +81,46 @@ def test_a_cancelled_transaction_rolls_back_and_returns_its_connection(
                 await task
             assert await db.trades.count() == 0  # the one connection is back, and clean
         finally:
+            await db.close()
+
+    loop.run(scenario())
+
+
+def test_a_block_cancelled_while_its_connection_goes_back_still_returns_it(
+    url: str, loop: Loop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cancellation lands in the RESET that cleans the lent connection before the pool
+    gets it back (a caller's timeout, found by a probe: 300 cancelled projections emptied a
+    pool of 4). The caller is cancelled at once; the connection still goes back."""
+
+    async def scenario() -> None:
+        db = await AsyncDatabase.connect(url, min_size=1, max_size=1, acquire_timeout=2)
+        parked, gate = asyncio.Event(), asyncio.Event()
+        execute = AsyncDeadlineConnection.execute
+
+        async def held_reset(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+            if query == RESET:  # the block's body is done: hold the task in its cleanup
+                parked.set()
+                await gate.wait()
+            return await execute(self, query, *args, **kwargs)
+
+        try:
+
+            async def block() -> None:
+                async with db.transaction() as tx:
+                    await tx.trades.count()
+
+            monkeypatch.setattr(AsyncDeadlineConnection, "execute", held_reset)
+            task = asyncio.create_task(block())
+            await parked.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            gate.set()
+            monkeypatch.undo()
+            assert await db.trades.count() == 0  # the one connection came back
+        finally:
+            gate.set()
             await db.close()
 
     loop.run(scenario())

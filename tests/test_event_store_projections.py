@@ -4,9 +4,11 @@ projections and wait_for, on both APIs."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import random
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -295,8 +297,41 @@ def test_a_new_version_rebuilds_and_an_old_one_is_refused(db: Any, api: str, eff
     assert len(resets) == 2 and len(handled(effects)) == 3
     with pytest.raises(InvalidTransition, match="version 2"):
         db.event_store.project("ledger", record(api), version=1, reset=reset)
+    # nor one that passes no version, the code from before versions (found by a probe)
+    with pytest.raises(InvalidTransition, match="at version 2, this projector passes none"):
+        db.event_store.project("ledger", record(api))
     with pytest.raises(ValidationError, match="handler"):
         db.event_store.project("ledger", None)
+    assert sorted(row[1] for row in _effect_rows(effects)) == ["v2"] * 3
+
+
+def _effect_rows(url: str) -> list[tuple[int, str]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(f"SELECT position, handler FROM {EFFECTS}").fetchall()
+
+
+def test_an_async_handler_on_the_blocking_api_is_refused_and_nothing_is_lost(
+    _session_db: Database, effects: str
+) -> None:
+    """Database (blocking) called an ``async def`` handler, got a coroutine it never ran, and
+    advanced the checkpoint past the events: lost, with only a RuntimeWarning (found by a
+    probe). Refused in the transaction: the checkpoint stays, and a plain handler gets them."""
+    db = _session_db
+    db.event_store.append("A", "a", [event(), event()], expected_sequence=0)
+    read_everything(db, count=2)
+
+    async def handler(tx: Any, events: list[RecordedEvent]) -> None:
+        raise AssertionError("never run")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "coroutine was never awaited" either
+        with pytest.raises(ValidationError, match="returned an awaitable on the blocking"):
+            db.event_store.project("ledger", handler)
+        gc.collect()
+    with db.transaction() as tx:
+        assert tx.checkpoints.get("ledger") == 0
+    assert db.event_store.project("ledger", record("sync")) == 2
+    assert len(handled(effects)) == 2
 
 
 def test_appends_in_a_handler_commit_with_the_checkpoint(db: Any, api: str) -> None:

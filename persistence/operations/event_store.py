@@ -424,6 +424,13 @@ def _project(params: dict[str, Any], version: int | None) -> Plan:
     if row is None:  # another projector created it meanwhile: wait for it like any holder
         row = yield Query(sql.LOCK_CHECKPOINT, params)
     position, stored = int(row[0]), row[1]
+    if version is None and stored is not None:
+        # code from before the versions (found by a probe): its effects would mix into the
+        # read model a versioned projector rebuilt
+        raise InvalidTransition(
+            f"projection {params['name']!r} is at version {stored}, this projector passes "
+            f"none: pass version={stored}, or stop it if it is the code from before the rebuild"
+        )
     if version is not None and stored != version:
         if stored is not None and stored > version:
             raise InvalidTransition(
