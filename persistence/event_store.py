@@ -29,6 +29,10 @@ __all__ = ["DEFAULT_POLL_INTERVAL", "drivers"]
 DEFAULT_POLL_INTERVAL = 0.5
 # After a notification that found no readable event, the first recheck (then doubling).
 _FIRST_RECHECK = 0.005
+# The least time a check gets for a connection and its answer; past the caller's deadline and
+# this, DatabaseUnavailable (with the pool's acquire timeout, a wait_for(timeout=0.5) on a busy
+# pool took 10 s: found by a probe).
+_CHECK_WITHIN = 1.0
 
 
 def _wait_args(timeout: Any, poll_interval: Any) -> tuple[float, float]:
@@ -121,7 +125,7 @@ def _waiting(
     pause = _Pause(poll_interval)
     while True:
         seen = wakeups.generation  # read before the check: a notification after it wakes us
-        if (yield db.run(check)):
+        if (yield db.run(check, timeout=max(deadline - time.monotonic(), _CHECK_WITHIN))):
             return True
         remaining = deadline - time.monotonic()
         if remaining <= 0:

@@ -18,6 +18,7 @@ import pytest
 from persistence import (
     ConcurrencyConflict,
     Database,
+    DatabaseUnavailable,
     EventsCompacted,
     InvalidTransition,
     RecordedEvent,
@@ -355,6 +356,20 @@ def test_wait_for_returns_false_on_timeout(db: Any) -> None:
     start = time.monotonic()
     assert db.event_store.wait_for(2**62, timeout=0.3, poll_interval=0.1) is False
     assert 0.3 <= time.monotonic() - start < 3
+
+
+def test_wait_for_on_a_busy_pool_gives_up_near_its_timeout_not_the_pools(
+    store_url: str,
+) -> None:
+    """Its check waits for a connection only as long as wait_for has left (at least 1 s), not
+    the pool's acquire timeout (30 s here; a probe saw wait_for(timeout=0.5) take 10 s)."""
+    with Database.connect(store_url, max_size=1, acquire_timeout=30) as db:
+        with db.transaction():  # the pool's one connection, held
+            start = time.monotonic()
+            with pytest.raises(DatabaseUnavailable, match="no database connection became free"):
+                db.event_store.wait_for(0, timeout=0.3, poll_interval=0.1)
+            assert time.monotonic() - start < 10
+        assert db.event_store.wait_for(2**62, timeout=0.1) is False  # the connection is back
 
 
 def woken_by(db: Any, commit: Any) -> tuple[bool, float]:
