@@ -276,6 +276,29 @@ def test_an_append_in_a_transaction_above_read_committed_is_refused(
     assert len(stored_rows(store_url)) == expected
 
 
+@pytest.mark.parametrize("how", ["alone", "several", "in_a_transaction"])
+def test_an_expectation_ahead_of_the_aggregate_is_a_conflict_not_a_gap(
+    db: Any, store_url: str, how: str
+) -> None:
+    """Expecting 5 of an aggregate at 3 would store 6 after a gap (a mutation probe turned the
+    function's check into `>` and no test saw it)."""
+    db.event_store.append("A", "a", [event(), event(), event()], expected_sequence=0)
+    with pytest.raises(ConcurrencyConflict) as raised:
+        _append_as(db, how, 5)
+    assert raised.value.actual_sequence == 3
+    assert [row[2] for row in stored_rows(store_url)] == [1, 2, 3]
+
+
+def test_compaction_deletes_only_its_own_aggregates_events(db: Any, store_url: str) -> None:
+    """Two aggregate types sharing an id: compacting one leaves the other whole."""
+    for kind in ("A", "B"):
+        db.event_store.append(kind, "same", [event(), event()], expected_sequence=0)
+    assert db.event_store.save_snapshot(Snapshot("A", "same", 2, 0, {}))
+    assert db.event_store.save_snapshot(Snapshot("B", "same", 1, 0, {}))
+    assert db.event_store.compact("A", "same") == 2
+    assert [e.sequence for e in db.event_store.load("B", "same")] == [1, 2]
+
+
 def test_several_events_that_lose_the_race_report_the_winners_sequence_not_their_own(
     db: Any,
 ) -> None:

@@ -56,8 +56,11 @@ def test_a_reader_never_skips_an_event_that_commits_later_and_a_naive_one_does(
         naive_seen = naive_read(store_url, 0)  # ...commits land in another order
         assert naive_seen == [late.position]
         assert db.event_store.read_all() == []  # the slow writer holds the horizon
+        assert db.event_store.read_all(aggregate_type="A") == []  # one type's reads too
+        assert db.event_store.wait_for(0, timeout=0.2, poll_interval=0.05) is False
     assert naive_read(store_url, naive_seen[-1]) == []  # the naive checkpoint skipped `early`
     assert read_everything(db, count=2) == [early, late]
+    assert db.event_store.read_all(after_position=early.position, aggregate_type="A") == [late]
 
 
 def test_sleepy_writers_a_checkpointing_reader_sees_every_event_once_in_order(
@@ -152,6 +155,27 @@ def test_compaction_deletes_what_the_snapshot_covers_and_appends_continue(db: An
 
 
 # --- checkpoints ---------------------------------------------------------------------------
+
+
+def test_a_checkpoint_moves_alone(db: Any, api: str) -> None:
+    """Advancing one projection's checkpoint, or rebuilding one, leaves the others where they
+    are (a mutation probe dropped the name from both statements and no test saw it)."""
+    db.event_store.append("A", "a", [event(), event()], expected_sequence=0)
+    read_everything(db, count=2)
+
+    def nothing(tx: Any, events: list[RecordedEvent]) -> Iterator[Any]:
+        yield tx.connection.execute("SELECT 1")  # handles, writes nothing
+
+    skip = on(api, nothing)
+    assert db.event_store.project("one", skip, limit=1) == 1
+    assert db.event_store.project("two", skip, version=1) == 2
+    with db.transaction() as tx:
+        one, two = tx.checkpoints.get("one"), tx.checkpoints.get("two")
+    assert 0 < one < two
+    assert db.event_store.project("three", skip, version=1) == 2
+    assert db.event_store.project("three", skip, version=2) == 2  # a rebuild
+    with db.transaction() as tx:
+        assert (tx.checkpoints.get("one"), tx.checkpoints.get("two")) == (one, two)
 
 
 def test_checkpoints_move_forward_only(db: Any) -> None:
