@@ -11,6 +11,7 @@
 --   writer's commit, and the event was lost the same way.
 -- - reports, when the expectation is wrong, the last sequence read afresh: the check's could
 --   predate a racing compaction (4 for an aggregate at 5).
+-- - says how many events a transaction holds: 2^20 (it said one fewer).
 -- Migration 0011's function otherwise, unchanged.
 CREATE OR REPLACE FUNCTION append_events(p_type text, p_id text, p_expected bigint, p_events jsonb)
 RETURNS TABLE (actual bigint, "position" bigint, "sequence" bigint, recorded_at timestamptz)
@@ -57,7 +58,7 @@ BEGIN
     SELECT coalesce(max(e.position), (v_txid << 20) - 1) INTO v_base FROM events e
      WHERE e.position >= v_txid << 20 AND e.position < (v_txid + 1) << 20;
     IF v_base + v_count >= (v_txid + 1) << 20 THEN
-        RAISE EXCEPTION 'more than % events in one transaction', (1 << 20) - 1
+        RAISE EXCEPTION 'more than % events in one transaction', 1 << 20
             USING ERRCODE = 'program_limit_exceeded',
                   HINT = 'append in several transactions';
     END IF;

@@ -289,6 +289,45 @@ def test_an_expectation_ahead_of_the_aggregate_is_a_conflict_not_a_gap(
     assert [row[2] for row in stored_rows(store_url)] == [1, 2, 3]
 
 
+def test_a_newer_snapshot_version_never_moves_the_snapshot_back(db: Any) -> None:
+    """A higher snapshot_version replaces a snapshot at the same sequence, never one after it:
+    after compaction the aggregate could not load any more (a mutation probe dropped the guard
+    and no test saw it)."""
+    db.event_store.append("A", "a", [event(), event(), event()], expected_sequence=0)
+    assert db.event_store.save_snapshot(Snapshot("A", "a", 3, 0, {"n": 3}))
+    assert db.event_store.compact("A", "a") == 3
+    assert db.event_store.save_snapshot(Snapshot("A", "a", 2, 1, {"n": 2})) is False
+    stored = db.event_store.load_snapshot("A", "a")
+    assert stored is not None and (stored.last_sequence, stored.snapshot_version) == (3, 0)
+
+
+def test_a_single_append_that_loses_to_an_open_transaction_reports_its_sequence(
+    db: Any,
+) -> None:
+    """One event after others (APPEND_NEXT): its insert waits for the winner's uncommitted next
+    event, then fails on events_pkey; the conflict reads the winner's sequence afresh (the
+    first-event test above goes through append_events since migration 0012)."""
+    db.event_store.append("A", "a", [event(), event(), event()], expected_sequence=0)
+    outcome: list[Any] = []
+
+    def lose() -> None:
+        try:
+            outcome.append(db.event_store.append("A", "a", [event()], expected_sequence=3))
+        except Exception as exc:
+            outcome.append(exc)
+
+    with db.transaction() as winner:
+        winner.event_store.append("A", "a", [event()], expected_sequence=3)
+        loser = threading.Thread(target=lose)
+        loser.start()
+        time.sleep(0.3)  # the loser waits on the winner's uncommitted sequence 4
+        assert not outcome
+    loser.join(10)
+    (result,) = outcome
+    assert isinstance(result, ConcurrencyConflict), result
+    assert result.actual_sequence == 4
+
+
 def test_compaction_deletes_only_its_own_aggregates_events(db: Any, store_url: str) -> None:
     """Two aggregate types sharing an id: compacting one leaves the other whole."""
     for kind in ("A", "B"):

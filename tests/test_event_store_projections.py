@@ -61,6 +61,10 @@ def test_a_reader_never_skips_an_event_that_commits_later_and_a_naive_one_does(
     assert naive_read(store_url, naive_seen[-1]) == []  # the naive checkpoint skipped `early`
     assert read_everything(db, count=2) == [early, late]
     assert db.event_store.read_all(after_position=early.position, aggregate_type="A") == [late]
+    with db.transaction() as tx:  # its own uncommitted event sits at the horizon: not readable
+        tx.event_store.append("A", "own", [event()], expected_sequence=0)
+        assert tx.event_store.read_all(after_position=late.position) == []
+        assert tx.event_store.read_all(after_position=late.position, aggregate_type="A") == []
 
 
 def test_sleepy_writers_a_checkpointing_reader_sees_every_event_once_in_order(
