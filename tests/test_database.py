@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import threading
 import time
@@ -22,6 +21,7 @@ from persistence import (
     Database,
     DatabaseUnavailable,
 )
+from tests import support
 from tests.factories import make_trade
 from tests.support import SilentProxy
 
@@ -77,15 +77,13 @@ def test_connections_read_committed_over_a_database_default(admin_url: str) -> N
     """A database (or role) whose default is REPEATABLE READ: the library's connections still
     run at READ COMMITTED, which its functions' and the event store's checks need (a snapshot
     per statement); the URL's own options still win."""
-    name = f"persistence_rr_{os.getpid()}"
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f"DROP DATABASE IF EXISTS {name}")
-        admin.execute(f"CREATE DATABASE {name}")
-        admin.execute(
-            f"ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'"
-        )
+    name = support.create_database(admin_url, "persistence_rr")
     try:
-        url = make_conninfo(admin_url, dbname=name)
+        url = support.with_database(admin_url, name)
+        with psycopg.connect(url, autocommit=True) as plain:
+            plain.execute(
+                f"ALTER DATABASE {name} SET default_transaction_isolation = 'repeatable read'"
+            )
         with psycopg.connect(url) as plain:
             assert plain.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
         with Database.connect(url) as db, db.pool.connection() as conn:
@@ -94,8 +92,7 @@ def test_connections_read_committed_over_a_database_default(admin_url: str) -> N
         with Database.connect(chosen) as db, db.pool.connection() as conn:
             assert conn.execute("SHOW transaction_isolation").fetchone() == ("serializable",)
     finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        support.drop_database(admin_url, name)
 
 
 def test_statement_timeout_is_a_typed_error(database_url: str) -> None:
